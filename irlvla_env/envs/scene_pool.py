@@ -1,0 +1,69 @@
+"""The scenes an environment draws episodes from, with their observations cached for fast stepping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from irlvla_env.navsim.loader import SceneLoader, load_split
+from irlvla_env.observations import ObservationCache, ObservationConfig, required_sensors
+from irlvla_env.paths import exp_root
+
+
+class ScenePool:
+    """Tokens of one split plus their observations.
+
+    Observations are built once per token and kept on disk (`ObservationCache`) and in memory, so a `single`
+    episode costs one dictionary lookup plus the reward-model call.
+
+    :param split: split name understood by `load_split`.
+    :param observation: observation config (decides which sensors are loaded).
+    :param data_root: dataset root; None for the default.
+    :param max_scenes: keep only the first `max_scenes` tokens (sorted, so the pool is reproducible).
+    """
+
+    def __init__(
+        self,
+        split: str,
+        observation: ObservationConfig,
+        data_root: str | Path | None = None,
+        max_scenes: int | None = None,
+        cache_root: Path | None = None,
+    ) -> None:
+        self.split = split
+        self.observation_config = observation
+        self.loader: SceneLoader = load_split(
+            split, data_root=data_root, sensor_config=required_sensors(observation)
+        )
+        tokens = sorted(self.loader.tokens)
+        if max_scenes is not None:
+            tokens = tokens[:max_scenes]
+        if not tokens:
+            raise ValueError(f"split {split!r} has no scenes under {self.loader_root}")
+        self.tokens: list[str] = tokens
+        self._cache = ObservationCache(cache_root or exp_root() / "observation_cache", observation)
+        self._memory: dict[str, dict[str, np.ndarray]] = {}
+
+    @property
+    def loader_root(self) -> str:
+        return str(getattr(self.loader, "data_path", "?"))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._memory or token in set(self.tokens)
+
+    def sample(self, rng: np.random.Generator) -> str:
+        return self.tokens[int(rng.integers(len(self.tokens)))]
+
+    def observation(self, token: str) -> dict[str, np.ndarray]:
+        """The cached observation of `token` (built and stored on first use)."""
+        obs = self._memory.get(token)
+        if obs is None:
+            if token not in self.tokens:
+                raise KeyError(f"token {token!r} is not in the {self.split} scene pool ({len(self.tokens)} scenes)")
+            obs = self._cache.get_or_build(token, self.loader)
+            self._memory[token] = obs
+        return obs
