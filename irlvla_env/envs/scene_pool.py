@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from irlvla_env.navsim.loader import SceneLoader, load_split
 from irlvla_env.observations import ObservationCache, ObservationConfig, required_sensors
+from irlvla_env.rewards import make_reward_model
+from irlvla_env.paths import data_root as default_data_root
 from irlvla_env.paths import exp_root
 
 
@@ -32,6 +35,7 @@ class ScenePool:
         cache_root: Path | None = None,
     ) -> None:
         self.split = split
+        self.data_root = Path(data_root) if data_root is not None else default_data_root()
         self.observation_config = observation
         self.loader: SceneLoader = load_split(
             split, data_root=data_root, sensor_config=required_sensors(observation)
@@ -57,6 +61,13 @@ class ScenePool:
 
     def sample(self, rng: np.random.Generator) -> str:
         return self.tokens[int(rng.integers(len(self.tokens)))]
+
+    def reward_model(self, spec: Any) -> Any:
+        """Resolve a reward model; a privileged scorer without a loader gets this pool's, to build metric caches."""
+        model = make_reward_model(spec)
+        if getattr(model, "loader", False) is None:
+            model.loader = self.loader
+        return model
 
     def observation(self, token: str) -> dict[str, np.ndarray]:
         """The cached observation of `token` (built and stored on first use)."""

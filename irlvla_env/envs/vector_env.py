@@ -17,7 +17,7 @@ from irlvla_env.envs.action import BadActionError, action_problems, trajectory_s
 from irlvla_env.envs.config import EnvConfig
 from irlvla_env.envs.scene_pool import ScenePool
 from irlvla_env.observations import batch_observations, observation_space
-from irlvla_env.rewards import RewardModel, make_reward_model
+from irlvla_env.rewards import RewardModel
 
 
 class NavsimVectorEnv(VectorEnv):
@@ -46,8 +46,8 @@ class NavsimVectorEnv(VectorEnv):
         self.scene_pool = scene_pool or ScenePool(
             self.config.split, self.config.observation, self.config.data_root, self.config.max_scenes
         )
-        self.reward_model: RewardModel = make_reward_model(self.config.reward_model)
-        self._audit = make_reward_model("epdms") if self.config.audit_epdms else None
+        self.reward_model: RewardModel = self.scene_pool.reward_model(self.config.reward_model)
+        self._audit = self.scene_pool.reward_model("epdms") if self.config.audit_epdms else None
         self.single_observation_space = observation_space(self.config.observation)
         self.single_action_space = trajectory_space()
         self.observation_space = batch_space(self.single_observation_space, num_envs)

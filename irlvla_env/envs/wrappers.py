@@ -111,7 +111,8 @@ class SB3NavsimVecEnv(VecEnv):
         infos = []
         for i in range(self.num_envs):
             entry = {"terminal_observation": {k: v[i] for k, v in final.items()}, "token": info["token"][i],
-                     "epdms": float(info["epdms"][i]), "TimeLimit.truncated": bool(truncated[i])}
+                     "epdms": float(info["epdms"][i]), "uncertainty": float(info["uncertainty"][i]),
+                     "TimeLimit.truncated": bool(truncated[i])}
             infos.append(entry)
         dones = terminated | truncated
         return to_sb3_observation(obs, batched=True), rewards.astype(np.float32), dones, infos

@@ -1,0 +1,41 @@
+"""`irlvla train il` and `irlvla eval`. Heavy imports (torch, the scorer) wait until a command runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from agents.training.config import add_arguments as add_il_arguments
+from irlvla_env.cli import command_group
+
+
+def register(sub: argparse._SubParsersAction, groups: dict) -> None:
+    train = command_group(sub, groups, "train", "train a policy or a reward model")
+    il = train.add_parser("il", help="imitation-train an agent (features cached per scene, resumable)")
+    add_il_arguments(il)
+    il.set_defaults(func=_train_il)
+
+    evaluate = sub.add_parser("eval", help="score agents with the rule-based EPDMS and write the table")
+    evaluate.add_argument(
+        "--agents",
+        required=True,
+        help="comma-separated agents, each NAME or NAME=CHECKPOINT (a model or IL run folder); "
+        "a learnable agent without a checkpoint uses its latest IL run",
+    )
+    evaluate.add_argument("--split", default="navtest", help="split to score (default navtest)")
+    evaluate.add_argument("--max-scenes", type=int, help="score only the first N scenes")
+    evaluate.add_argument("--data-root", help="dataset root (default $OPENSCENE_DATA_ROOT or the synthetic data)")
+    evaluate.add_argument("--run-dir", help="output folder (default <exp_root>/eval/<timestamp>)")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    evaluate.set_defaults(func=_evaluate)
+
+
+def _train_il(args: argparse.Namespace) -> int:
+    from agents.training.il import run_from_args
+
+    return run_from_args(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from agents.evaluate import run_from_args
+
+    return run_from_args(args)

@@ -1,0 +1,85 @@
+"""One typed config for close-loop RL of the diffusion planner (CleanRL-style: every knob in one dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class RLConfig:
+    """DPPO-style PPO on the learned environment.
+
+    :param reward_model: what the env's step function is: `rwm` (default), `epdms` (the rule-based ablation),
+        any registered name, or a checkpoint folder.
+    :param denoising_steps: K, the denoising steps that form the inner MDP (all of the planner's inference steps
+        by default: the truncated DDIM uses 2).
+    :param min_sampling_std: floor of the per-step std when sampling (exploration), normalised units.
+    :param min_logprob_std: floor of the std when evaluating log-probabilities (stability).
+    :param denoising_gamma: advantage at denoising step k is scaled by gamma^(K-k-1): early noisy steps count less.
+    :param clip_range: PPO clip of the per-step ratio.
+    :param bc_coef: weight of the KL regulariser toward the frozen imitation policy (0 switches it off).
+    :param uncertainty_penalty: reward -= coef * RWM uncertainty (0 switches it off).
+    :param frozen_modules: planner-model sub-modules whose weights stay fixed (the VLM by default).
+    :param audit_every: rollouts between two reward-hacking audits (rule-based EPDMS on held-out scenes).
+    :param audit_scenes: held-out scenes per audit.
+    :param audit_divergence: stop early when (RWM reward − rule EPDMS) grows by more than this over its first value.
+    """
+
+    reward_model: Any = "rwm"
+    split: str = "navtrain"
+    audit_split: str = "navtest"
+    max_scenes: int | None = None
+    num_envs: int = 16
+    n_steps: int = 8
+    batch_size: int = 64
+    n_epochs: int = 4
+    total_timesteps: int = 4096
+    learning_rate: float = 3e-5
+    value_learning_rate: float = 1e-3
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.1
+    vf_coef: float = 0.5
+    max_grad_norm: float = 1.0
+    target_kl: float | None = None
+    denoising_steps: int | None = None
+    min_sampling_std: float = 0.05
+    min_logprob_std: float = 0.05
+    denoising_gamma: float = 0.9
+    bc_coef: float = 0.1
+    uncertainty_penalty: float = 0.0
+    frozen_modules: tuple[str, ...] = ("semantic",)
+    value_hidden: int = 128
+    audit_every: int = 4
+    audit_scenes: int = 32
+    audit_divergence: float | None = 0.25
+    checkpoint_every: int = 4
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.frozen_modules = tuple(self.frozen_modules)
+        positive = ("num_envs", "n_steps", "batch_size", "n_epochs", "total_timesteps", "audit_every", "checkpoint_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RLConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.clip_range < 1:
+            raise ValueError(f"RLConfig.clip_range must be in (0, 1), got {self.clip_range}")
+        if self.min_sampling_std <= 0 or self.min_logprob_std <= 0:
+            raise ValueError("RLConfig.min_sampling_std and min_logprob_std must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["frozen_modules"] = list(self.frozen_modules)
+        if not isinstance(self.reward_model, (str, type(None))):
+            out["reward_model"] = getattr(self.reward_model, "name", type(self.reward_model).__name__)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RLConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"RLConfig got unknown keys {unknown}")
+        return cls(**data)

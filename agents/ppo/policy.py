@@ -1,0 +1,137 @@
+"""The SB3 policy around a diffusion planner: chains as actions, per-step log-probabilities, a value head.
+
+The action SB3 stores is the flattened denoising chain followed by the decoded trajectory in metres, so the
+rollout buffer keeps everything needed to re-score the chain under new weights, and the env wrapper only has
+to read the trajectory off the end (no knowledge of the planner's normalisation).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from torch import nn
+
+from agents.ppo.core import DiffusionCore, chain_log_prob, gaussian_log_prob
+
+NUM_POSES = 8
+
+
+def chain_action_space(num_steps: int, trajectory_space: spaces.Box, chain_bound: float = 10.0) -> spaces.Box:
+    """Flat Box holding a chain of K+1 normalised samples, then the trajectory in the env's units."""
+    chain = (num_steps + 1) * NUM_POSES * 3
+    low = np.concatenate([np.full(chain, -chain_bound, np.float32), trajectory_space.low.ravel()])
+    high = np.concatenate([np.full(chain, chain_bound, np.float32), trajectory_space.high.ravel()])
+    return spaces.Box(low=low, high=high, dtype=np.float32)
+
+
+class DiffusionPlannerPolicy(BasePolicy):
+    """Actor = a `DiffusionCore`; critic = an MLP on the core's pooled scene context.
+
+    :param core_factory: builds the trainable core (called once; a frozen copy becomes the reference policy).
+    :param min_sampling_std: std floor when sampling chains.
+    :param min_logprob_std: std floor when scoring chains.
+    :param frozen_modules: attribute names on the core's model whose parameters get `requires_grad=False`.
+    :param value_hidden: hidden width of the value head.
+    :param value_lr: learning rate of the value head (the actor uses the SB3 schedule).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        lr_schedule: Callable[[float], float],
+        core_factory: Callable[[], DiffusionCore] | None = None,
+        min_sampling_std: float = 0.05,
+        min_logprob_std: float = 0.05,
+        frozen_modules: tuple[str, ...] = (),
+        value_hidden: int = 128,
+        value_lr: float = 1e-3,
+        use_sde: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if core_factory is None:
+            raise ValueError("DiffusionPlannerPolicy needs policy_kwargs={'core_factory': ...}")
+        super().__init__(observation_space, action_space, normalize_images=False, **kwargs)
+        self.core_factory = core_factory
+        self.core: DiffusionCore = core_factory()
+        if not isinstance(self.core, nn.Module):
+            raise TypeError("the diffusion core must be a torch.nn.Module")
+        self.reference = copy.deepcopy(self.core).requires_grad_(False).eval()
+        self.min_sampling_std = float(min_sampling_std)
+        self.min_logprob_std = float(min_logprob_std)
+        self.frozen_modules = tuple(frozen_modules)
+        for name in self.frozen_modules:
+            module = self.core.get_submodule(name)
+            module.requires_grad_(False)
+        self.value_lr = float(value_lr)
+        self.value_net = nn.Sequential(
+            nn.Linear(self.core.context_dim, value_hidden), nn.Tanh(), nn.Linear(value_hidden, value_hidden),
+            nn.Tanh(), nn.Linear(value_hidden, 1),
+        )
+        actor = [p for p in self.core.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(
+            [{"params": actor, "lr": lr_schedule(1)}, {"params": self.value_net.parameters(), "lr": self.value_lr}]
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(core_factory=self.core_factory, min_sampling_std=self.min_sampling_std,
+                    min_logprob_std=self.min_logprob_std, frozen_modules=self.frozen_modules,
+                    value_lr=self.value_lr)
+        return data
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    @property
+    def num_steps(self) -> int:
+        return int(self.core.num_steps)
+
+    def _pack(self, context: Any, chain: torch.Tensor) -> torch.Tensor:
+        trajectory = self.core.trajectory(context, chain[:, -1])
+        return torch.cat([chain.flatten(1), trajectory.flatten(1)], dim=1)
+
+    def unpack_chain(self, actions: torch.Tensor) -> torch.Tensor:
+        k1 = self.num_steps + 1
+        return actions[:, : k1 * NUM_POSES * 3].reshape(-1, k1, NUM_POSES, 3)
+
+    # --------------------------------------------------------------------------------------- SB3's interface
+    def forward(self, obs: dict[str, torch.Tensor], deterministic: bool = False):
+        context = self.core.encode(obs)
+        chain = self.core.sample(context, deterministic, self.min_sampling_std)
+        log_prob = chain_log_prob(self.core, context, chain, self.min_logprob_std)
+        values = self.value_net(self.core.pooled(context).detach())
+        return self._pack(context, chain), values, log_prob
+
+    def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
+        context = self.core.encode(observation)
+        return self._pack(context, self.core.sample(context, deterministic, self.min_sampling_std))
+
+    def predict_values(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.value_net(self.core.pooled(self.core.encode(obs)).detach())
+
+    def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
+        """Values `(B, 1)`, per-step log-probabilities `(B, K)`, and no entropy (PPO then uses -log_prob)."""
+        values, log_prob, _ = self.evaluate_chains(obs, actions)
+        return values, log_prob, None
+
+    def evaluate_chains(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
+        """Values, per-step log-probabilities, and the per-sample KL `(B,)` to the frozen imitation policy.
+
+        With equal stds, each step's KL between the current and the reference Gaussian is
+        `|mean - mean_ref|^2 / (2 std^2)`, summed over steps and pose dims: a behaviour-cloning regulariser
+        evaluated exactly on the visited chain states.
+        """
+        chain = self.unpack_chain(actions)
+        context = self.core.encode(obs)
+        mean, std = self.core.step_gaussians(context, chain, self.min_logprob_std)
+        log_prob = gaussian_log_prob(chain[:, 1:], mean, std)
+        with torch.no_grad():
+            ref_context = self.reference.encode(obs)
+            ref_mean, _ = self.reference.step_gaussians(ref_context, chain, self.min_logprob_std)
+        kl = ((mean - ref_mean) ** 2 / (2 * std * std)).flatten(1).sum(-1)
+        values = self.value_net(self.core.pooled(context).detach())
+        return values, log_prob, kl

@@ -1,0 +1,134 @@
+"""The one typed config of imitation training, with a preset per machine.
+
+`ILConfig.preset("cpu")` (the default) trains on the embedded synthetic data on two CPU cores in minutes;
+`ILConfig.preset("real")` holds the sizes meant for real NAVSIM (navtrain, 103k scenes) on GPUs, close to navsim's
+own training defaults (batch 64, 100 epochs at most, mixed precision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Precision = Literal["auto", "no", "bf16", "fp16"]
+
+
+@dataclass
+class ILConfig:
+    """Imitation (behaviour cloning) training of one registered agent."""
+
+    agent: str = "ego_status_mlp"
+    """registered agent name (`agents.registry.AGENT_CLASSES`)"""
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    """constructor arguments of the agent (sizes, loss weights)"""
+    train_split: str = "navtrain"
+    """split the agent learns from"""
+    val_split: str = "navtest"
+    """held-out split for the validation L2"""
+    max_train_scenes: int | None = None
+    """cap on training scenes (None: all)"""
+    max_val_scenes: int | None = 200
+    """cap on validation scenes (None: all)"""
+    data_root: str | None = None
+    """dataset root (None: `irlvla_env.paths.data_root()`)"""
+    run_dir: str | None = None
+    """output folder (None: `<exp_root>/il/<agent>/<timestamp>`); an existing run resumes from its last checkpoint"""
+    cache_dir: str | None = None
+    """feature/target cache (None: `<exp_root>/cache/il`)"""
+
+    epochs: int = 20
+    """passes over the training split"""
+    batch_size: int = 32
+    lr: float | None = 1e-3
+    """peak learning rate (None: the agent's own from `get_optimizers`)"""
+    warmup_steps: int = 50
+    """linear warm-up before the cosine decay"""
+    min_lr_ratio: float = 0.05
+    """the cosine ends at `lr * min_lr_ratio`"""
+    grad_clip: float = 1.0
+    """max gradient norm (0: off)"""
+    precision: Precision = "auto"
+    """mixed precision: auto = bf16 on GPUs that support it, fp16 on other GPUs, none on CPU"""
+    num_workers: int = 0
+    """DataLoader workers (also used to build the cache in parallel)"""
+    num_threads: int | None = 2
+    """torch CPU threads (None: torch's default)"""
+    seed: int = 0
+
+    val_every: int = 1
+    """epochs between validations"""
+    checkpoint_every: int = 1
+    """epochs between checkpoints"""
+    keep_checkpoints: int = 2
+    """how many recent checkpoints to keep"""
+    log_every: int = 10
+    """optimizer steps between TensorBoard scalars"""
+    progress: bool = True
+    """show tqdm progress bars"""
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ILConfig":
+        """A named preset (`cpu` or `real`) with `overrides` applied."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown IL preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return dataclasses.replace(cls(**PRESETS[name]), **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Embedded synthetic data on 2 CPU cores: small batches, few epochs, no workers.
+    "cpu": {},
+    # Real NAVSIM on GPUs (launch with `accelerate launch -m agents.training.il ...` for several):
+    # navsim trains TransFuser with batch 64, lr 1e-4, 100 epochs at most and 16-bit precision.
+    "real": {
+        "agent_kwargs": {},
+        "max_val_scenes": None,
+        "epochs": 60,
+        "batch_size": 64,
+        "lr": 2e-4,
+        "warmup_steps": 1000,
+        "num_workers": 8,
+        "num_threads": None,
+        "log_every": 50,
+        "keep_checkpoints": 3,
+    },
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", required=True, help="registered agent name, e.g. ego_status_mlp, transfuser, vla")
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="size preset (default: cpu)")
+    parser.add_argument("--agent-kwargs", type=json.loads, default=None, help="JSON object of agent constructor arguments")
+    parser.add_argument("--train-split", help="training split (default navtrain)")
+    parser.add_argument("--val-split", help="validation split (default navtest)")
+    parser.add_argument("--max-train-scenes", type=int)
+    parser.add_argument("--max-val-scenes", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"])
+    parser.add_argument("--num-workers", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--data-root", help="dataset root (default $OPENSCENE_DATA_ROOT or the synthetic data)")
+    parser.add_argument("--run-dir", help="output folder; an existing one resumes from its last checkpoint")
+    parser.add_argument("--cache-dir", help="feature cache folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> ILConfig:
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "agent", "agent_kwargs", "train_split", "val_split", "max_train_scenes", "max_val_scenes", "epochs",
+            "batch_size", "lr", "precision", "num_workers", "seed", "data_root", "run_dir", "cache_dir",
+        )
+        if getattr(args, name) is not None
+    }
+    if args.no_progress:
+        overrides["progress"] = False
+    return ILConfig.preset(args.preset, **overrides)

@@ -1,0 +1,164 @@
+"""3D reasoning: a bird's-eye-view encoder with perception heads, so the planner's scene tokens carry geometry.
+
+A CNN turns the LiDAR raster `(2, B, B)` into a `G × G` grid of BEV tokens; the tokens then cross-attend to
+camera feature tokens (a learned lift from the perspective view into BEV, as BEVFormer does with deformable
+attention, here dense because the grids are small) and to each other. Two auxiliary heads are supervised as in
+TransFuser / DiffusionDrive: a BEV semantic map and agent boxes matched to the ground truth by the Hungarian
+algorithm. Without them the BEV tokens would only learn what the imitation loss happens to need.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from agents.vla.config import VLAConfig
+
+CAMERA_TOKEN_GRID = (8, 32)  # camera feature map pooled to this many tokens (rows, columns)
+
+
+class BEVOutput(NamedTuple):
+    tokens: torch.Tensor  # (B, G*G, d) BEV grid tokens, row-major
+    agent_tokens: torch.Tensor  # (B, A, d) one token per agent query
+    semantic_logits: torch.Tensor  # (B, classes, Hs, Ws)
+    agent_states: torch.Tensor  # (B, A, 5) x [m], y [m], heading [rad], length [m], width [m]
+    agent_logits: torch.Tensor  # (B, A) existence logits
+
+
+def _conv_block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.ReLU()
+    )
+
+
+def _downsampling_cnn(cin: int, cout: int, factor: int) -> nn.Sequential:
+    """`log2(factor)` stride-2 blocks after one stride-1 block, widening from cout/2 to cout."""
+    steps = int(round(math.log2(factor)))
+    if 2**steps != factor:
+        raise ValueError(f"downsampling factor must be a power of two, got {factor}")
+    layers = [_conv_block(cin, cout // 2, 1)]
+    width = cout // 2
+    for _ in range(steps):
+        layers.append(_conv_block(width, cout, 2))
+        width = cout
+    if steps == 0:
+        layers.append(_conv_block(width, cout, 1))
+    return nn.Sequential(*layers)
+
+
+class BEVReasoning(nn.Module):
+    """LiDAR raster + camera → BEV tokens, agent tokens and the two auxiliary predictions."""
+
+    def __init__(self, config: VLAConfig):
+        super().__init__()
+        d = config.d_model
+        self.config = config
+        self.grid = config.bev_grid
+        self.lidar_cnn = _downsampling_cnn(2, d, config.bev_downsample)
+        self.camera_cnn = _downsampling_cnn(3, d, 8)
+        self.bev_pos = nn.Parameter(torch.randn(self.grid * self.grid, d) * 0.02)
+        self.camera_pos = nn.Parameter(torch.randn(CAMERA_TOKEN_GRID[0] * CAMERA_TOKEN_GRID[1], d) * 0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerDecoderLayer(d, config.num_heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
+            for _ in range(config.bev_layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.semantic_head = nn.Sequential(
+            nn.Conv2d(d, d, 3, padding=1), nn.ReLU(), nn.Conv2d(d, config.bev_semantic_classes, 1)
+        )
+        self.agent_queries = nn.Parameter(torch.randn(config.max_agents, d) * 0.02)
+        self.agent_decoder = nn.TransformerDecoderLayer(
+            d, config.num_heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.agent_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 6))
+
+    def forward(self, lidar_bev: torch.Tensor, camera: torch.Tensor) -> BEVOutput:
+        batch = lidar_bev.shape[0]
+        bev = self.lidar_cnn(lidar_bev).flatten(2).transpose(1, 2) + self.bev_pos
+        cam = F.adaptive_avg_pool2d(self.camera_cnn(camera), CAMERA_TOKEN_GRID).flatten(2).transpose(1, 2)
+        cam = cam + self.camera_pos
+        for block in self.blocks:
+            bev = block(bev, cam)
+        bev = self.norm(bev)
+
+        grid_map = bev.transpose(1, 2).reshape(batch, -1, self.grid, self.grid)
+        size = (self.config.bev_semantic_height, self.config.bev_semantic_width)
+        semantic = self.semantic_head(F.interpolate(grid_map, size=size, mode="bilinear", align_corners=False))
+
+        agents = self.agent_decoder(self.agent_queries.unsqueeze(0).expand(batch, -1, -1), bev)
+        raw = self.agent_head(agents)
+        states = torch.cat(
+            [
+                torch.tanh(raw[..., :2]) * self.config.lidar_range,
+                torch.tanh(raw[..., 2:3]) * math.pi,
+                F.softplus(raw[..., 3:5]) + 0.5,
+            ],
+            dim=-1,
+        )
+        return BEVOutput(bev, agents, semantic, states, raw[..., 5])
+
+    def planner_tokens(self, output: BEVOutput) -> torch.Tensor:
+        """The BEV grid average-pooled by `planner_bev_pool`, followed by the agent tokens: `(B, N, d)`."""
+        pool = self.config.planner_bev_pool
+        batch = output.tokens.shape[0]
+        grid_map = output.tokens.transpose(1, 2).reshape(batch, -1, self.grid, self.grid)
+        pooled = F.avg_pool2d(grid_map, pool).flatten(2).transpose(1, 2)
+        return torch.cat([pooled, output.agent_tokens], dim=1)
+
+
+def perception_losses(
+    output: BEVOutput, targets: dict[str, torch.Tensor], config: VLAConfig
+) -> dict[str, torch.Tensor]:
+    """TransFuser's auxiliary losses: cross-entropy of the BEV map, Hungarian-matched agent class and box.
+
+    `targets` holds `bev_semantic_map` long `(B, Hs, Ws)`, `agent_states` `(B, A_gt, 5)` and `agent_labels`
+    bool `(B, A_gt)` (real rows). Missing keys give no loss term, so a planner-only data set still trains.
+    """
+    losses: dict[str, torch.Tensor] = {}
+    if "bev_semantic_map" in targets:
+        semantic = targets["bev_semantic_map"].long()
+        logits = output.semantic_logits
+        if logits.shape[-2:] != semantic.shape[-2:]:
+            raise ValueError(
+                f"bev_semantic_map target has size {tuple(semantic.shape[-2:])}, but VLAConfig predicts "
+                f"{tuple(logits.shape[-2:])} (bev_semantic_height/width)"
+            )
+        losses["bev_semantic"] = F.cross_entropy(logits, semantic)
+    if "agent_states" in targets and "agent_labels" in targets:
+        cls_loss, box_loss = _agent_losses(output, targets["agent_states"].float(), targets["agent_labels"].bool())
+        losses["agent_class"], losses["agent_box"] = cls_loss, box_loss
+    return losses
+
+
+def _agent_losses(output: BEVOutput, gt_states: torch.Tensor, gt_valid: torch.Tensor):
+    """Match each real box to one query (L1 + existence cost), then BCE on existence and L1 on matched boxes."""
+    pred_states, pred_logits = output.agent_states, output.agent_logits
+    with torch.no_grad():
+        cost = torch.cdist(pred_states, gt_states, p=1) - F.logsigmoid(pred_logits).unsqueeze(-1)
+    labels = torch.zeros_like(pred_logits)
+    matched_pred, matched_gt = [], []
+    for b in range(pred_states.shape[0]):
+        real = torch.nonzero(gt_valid[b]).squeeze(1)
+        if len(real) == 0:
+            continue
+        rows, cols = linear_sum_assignment(cost[b][:, real].cpu().numpy())
+        labels[b, rows] = 1.0
+        matched_pred.append(pred_states[b, rows])
+        matched_gt.append(gt_states[b, real[torch.as_tensor(cols, dtype=torch.long)]])
+    cls_loss = F.binary_cross_entropy_with_logits(pred_logits, labels)
+    if matched_pred:
+        box_loss = F.l1_loss(torch.cat(matched_pred), torch.cat(matched_gt))
+    else:
+        box_loss = pred_states.sum() * 0.0
+    return cls_loss, box_loss
+
+
+def semantic_map_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Pixel accuracy of the predicted BEV classes, a quick check that the map head learns."""
+    return float((logits.argmax(1) == target).float().mean())
+

@@ -1,0 +1,211 @@
+"""`VLAConfig`: every size and weight of the IRL-VLA policy in one typed dataclass.
+
+Two presets: `VLAConfig.cpu()` (the default) trains by imitation in minutes on two CPU cores on the synthetic
+set; `VLAConfig.real()` documents the sizes meant for NAVSIM on a GPU (a pretrained SmolVLM/Idefics3 checkpoint,
+a 256² LiDAR raster, 20 anchors as in DiffusionDrive). The config travels inside `config.json` of a checkpoint,
+so it round-trips through JSON and rejects unknown keys instead of silently ignoring them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass
+class VLAConfig:
+    """Sizes of the three modules (semantic, 3D, planner), the diffusion schedule and the loss weights."""
+
+    # -- inputs (must match the observation config of the feature builder) --------------------------------------
+    camera_height: int = 64  # [px] stitched L0|F0|R0 image
+    camera_width: int = 256  # [px]
+    lidar_bev_size: int = 64  # [cells] square LiDAR raster with 2 channels
+    lidar_range: float = 32.0  # [m] the raster covers ±lidar_range around the ego
+    num_history: int = 4  # ego-status rows (t = -1.5 … 0 s)
+    num_poses: int = 8  # output poses at 0.5 s
+    d_model: int = 64  # width of every token the planner sees
+    num_heads: int = 4
+
+    # -- semantic reasoning: an Idefics3/SmolVLM-architecture VLM ------------------------------------------------
+    vlm_path: str | None = None  # local pretrained Idefics3/SmolVLM folder; None builds a random-init tiny VLM
+    freeze_vlm: bool = False  # keep the VLM's weights fixed (and run it without gradients)
+    vlm_hidden_size: int = 64  # text decoder (Llama) width, ignored with vlm_path
+    vlm_layers: int = 2
+    vlm_heads: int = 4
+    vlm_kv_heads: int = 2
+    vlm_intermediate_size: int = 128
+    vision_hidden_size: int = 64  # SigLIP-style vision tower, ignored with vlm_path
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_intermediate_size: int = 128
+    vision_patch_size: int = 8  # [px]
+    vision_scale_factor: int = 2  # pixel-shuffle factor of the connector
+    vision_tile_size: int = 64  # [px] the camera is resized to `camera_tiles` square tiles of this side
+    camera_tiles: int = 4
+    max_prompt_tokens: int = 64
+    num_semantic_tokens: int = 8  # learned queries that pool the VLM's hidden states
+
+    # -- 3D reasoning: BEV encoder with perception heads ---------------------------------------------------------
+    bev_downsample: int = 4  # LiDAR raster → BEV token grid (64 / 4 = 16 × 16 tokens)
+    bev_layers: int = 1  # camera-to-BEV cross-attention + self-attention blocks
+    planner_bev_pool: int = 2  # the planner attends to a BEV grid pooled by this factor
+    bev_semantic_classes: int = 7  # TransFuser's classes: background + 6
+    bev_semantic_height: int = 32  # [px] target map size (see the perception target builder)
+    bev_semantic_width: int = 64
+    bev_semantic_resolution: float = 1.0  # [m/px]
+    max_agents: int = 8  # agent-box queries (TransFuser: 30)
+
+    # -- unified diffusion planner (DiffusionDrive-style truncated DDIM) -------------------------------------------
+    num_anchors: int = 8  # k-means trajectory anchors = output modes
+    planner_layers: int = 2  # decoder layers, shared across denoising steps
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    train_max_timestep: int = 50  # training noise level t ~ U[0, train_max_timestep) ("truncated by 50/1000")
+    start_timestep: int = 20  # inference noises the anchors to about this level, then denoises in K steps
+    num_inference_steps: int = 2
+    eta: float = 1.0  # DDIM stochasticity; > 0 gives every step a Gaussian with std > 0 (needed by PPO)
+    min_std: float = 0.02  # floor of the per-step std in normalised units (sampling and log-probabilities)
+    trajectory_low: tuple[float, float, float] = (-1.2, -20.0, -2.0)  # [m, m, rad] maps to -1
+    trajectory_high: tuple[float, float, float] = (55.7, 26.0, 1.9)  # [m, m, rad] maps to +1
+
+    # -- losses and optimisation (DiffusionDrive's weights) ------------------------------------------------------
+    trajectory_reg_weight: float = 8.0  # L1 on the mode of the anchor nearest to the demonstration
+    trajectory_cls_weight: float = 10.0  # focal loss on the mode scores
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    bev_semantic_weight: float = 14.0
+    agent_class_weight: float = 10.0
+    agent_box_weight: float = 1.0
+    lr: float = 6e-4
+    weight_decay: float = 1e-4
+    vlm_lr_scale: float = 1.0  # the VLM's learning rate relative to `lr` (< 1 for a pretrained VLM)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the checkpoint
+
+    def __post_init__(self) -> None:
+        self.trajectory_low = tuple(float(v) for v in self.trajectory_low)
+        self.trajectory_high = tuple(float(v) for v in self.trajectory_high)
+        self.validate()
+
+    @property
+    def bev_grid(self) -> int:
+        """Side of the BEV token grid."""
+        return self.lidar_bev_size // self.bev_downsample
+
+    @property
+    def timestep_stride(self) -> int:
+        """Timesteps between two denoising steps: the chain visits `K·s - 1, (K-1)·s - 1, …, s - 1`."""
+        return self.start_timestep // self.num_inference_steps
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the field when a value cannot build a working model."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and value <= 0:
+                raise ValueError(f"VLAConfig.{f.name} must be > 0, got {value}")
+            if f.type == "float" and not value >= 0:  # `not >=` also rejects NaN
+                raise ValueError(f"VLAConfig.{f.name} must be >= 0, got {value}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"VLAConfig.d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
+        if self.lidar_bev_size % (self.bev_downsample * self.planner_bev_pool):
+            raise ValueError(
+                f"VLAConfig.lidar_bev_size={self.lidar_bev_size} must be divisible by "
+                f"bev_downsample·planner_bev_pool={self.bev_downsample * self.planner_bev_pool}"
+            )
+        grid = self.vision_tile_size // self.vision_patch_size
+        if self.vision_tile_size % self.vision_patch_size or grid % self.vision_scale_factor:
+            raise ValueError(
+                f"VLAConfig.vision_tile_size={self.vision_tile_size} must be a multiple of vision_patch_size·"
+                f"vision_scale_factor={self.vision_patch_size * self.vision_scale_factor}"
+            )
+        if not 0 < self.num_inference_steps <= self.start_timestep <= self.num_train_timesteps:
+            raise ValueError(
+                "VLAConfig needs 0 < num_inference_steps <= start_timestep <= num_train_timesteps, got "
+                f"{self.num_inference_steps}, {self.start_timestep}, {self.num_train_timesteps}"
+            )
+        if self.train_max_timestep > self.num_train_timesteps:
+            raise ValueError(f"VLAConfig.train_max_timestep={self.train_max_timestep} > num_train_timesteps")
+        if len(self.trajectory_low) != 3 or any(h <= lo for lo, h in zip(self.trajectory_low, self.trajectory_high)):
+            raise ValueError(
+                f"VLAConfig.trajectory_low {self.trajectory_low} must be 3 values below trajectory_high "
+                f"{self.trajectory_high}"
+            )
+
+    # -- presets -------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def cpu(cls, **overrides: Any) -> "VLAConfig":
+        """The default: ~1 M parameters besides the VLM's embeddings; IL on the synthetic set in minutes on 2 cores."""
+        return cls(**overrides)
+
+    @classmethod
+    def real(cls, vlm_path: str | None = None, **overrides: Any) -> "VLAConfig":
+        """Documented NAVSIM size (GPU).
+
+        Semantic: a local SmolVLM/Idefics3 checkpoint (e.g. SmolVLM-256M: 512² tiles, patch 16, pixel shuffle 4 →
+        64 tokens per tile), fine-tuned at a tenth of the learning rate. 3D: TransFuser-like 256² LiDAR raster at
+        4 px/m, 1024×256 camera, 30 agent queries, 128×256 BEV semantic map at 0.25 m/px. Planner: 20 anchors,
+        2 cascade layers, 2 DDIM steps, as in DiffusionDrive.
+        """
+        base = dict(
+            camera_height=256,
+            camera_width=1024,
+            lidar_bev_size=256,
+            d_model=256,
+            num_heads=8,
+            vlm_path=vlm_path,
+            vlm_hidden_size=576,
+            vlm_layers=30,
+            vlm_heads=9,
+            vlm_kv_heads=3,
+            vlm_intermediate_size=1536,
+            vision_hidden_size=768,
+            vision_layers=12,
+            vision_heads=12,
+            vision_intermediate_size=3072,
+            vision_patch_size=16,
+            vision_scale_factor=4,
+            vision_tile_size=512,
+            camera_tiles=4,
+            max_prompt_tokens=64,
+            num_semantic_tokens=32,
+            bev_downsample=8,
+            bev_layers=2,
+            planner_bev_pool=2,
+            bev_semantic_height=128,
+            bev_semantic_width=256,
+            bev_semantic_resolution=0.25,
+            max_agents=30,
+            num_anchors=20,
+            vlm_lr_scale=0.1,
+        )
+        return cls(**{**base, **overrides})
+
+    # -- JSON ----------------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["trajectory_low"] = list(self.trajectory_low)
+        data["trajectory_high"] = list(self.trajectory_high)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VLAConfig":
+        """Build from a dict (e.g. a checkpoint's `config.json`); unknown keys raise with their names."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"VLAConfig got unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "VLAConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "VLAConfig":
+        return replace(self, **changes)

@@ -1,0 +1,467 @@
+"""The Reward World Model: sensor observations + a candidate trajectory -> EPDMS sub-scores and an IRL reward.
+
+It sees only what the policy sees (front camera strip, LiDAR BEV, ego-status history, driving command) — never the
+map or the ground-truth boxes the rule-based scorer uses — so it can stand in for the scorer inside RL.
+
+Shape of the computation, chosen so one scene serves K candidates cheaply:
+
+- `encode_scene(obs)` runs once per scene: a small CNN over the camera and one over the LiDAR BEV give scene tokens;
+  ego status and command give two more; attention keys/values and the BEV feature map are precomputed here.
+- `score(ctx, trajectories)` runs per candidate: the 8 poses become pose tokens that (i) read the BEV feature map
+  at their own location (bilinear sampling: collisions and off-road are local), (ii) cross-attend to the scene
+  tokens, and (iii) are pooled with a whole-trajectory MLP embedding into a trunk feature.
+- An ensemble of M small heads over the shared trunk predicts, per member: NC and DDC as 3-class distributions over
+  {0, 0.5, 1}; DAC, TLC, TTC, LK, HC, EC as Bernoulli probabilities; EP in [0, 1]; and a scalar IRL reward.
+  Member disagreement is the uncertainty.
+
+EPDMS is composed from the heads with the official formula on expected values,
+`E[NC]·P(DAC)·E[DDC]·P(TLC)·(5 E[EP] + 5 P(TTC) + 2 P(LK) + 2 P(HC) + 2 P(EC)) / 16`, dropping EC's value and weight
+(denominator 14) when `ec_available` is false, as one-stage scoring does. Treating the factors as independent makes
+this an approximation of E[EPDMS]; it is exact when the heads are confident.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from irlvla_env.rewards import (
+    CHECKPOINT_TYPE_KEY,
+    SUBSCORE_NAMES,
+    RewardOutput,
+    check_trajectories,
+    group_rows_by_token,
+)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command")
+
+# Head layout of one ensemble member's output vector.
+THREE_CLASS = ("NC", "DDC")
+BINARY = ("DAC", "TLC", "TTC", "LK", "HC", "EC")
+CLASS_VALUES = (0.0, 0.5, 1.0)
+_SLICES = {"NC": slice(0, 3), "DDC": slice(3, 6), "binary": slice(6, 12), "EP": slice(12, 13), "IRL": slice(13, 14)}
+HEAD_OUTPUTS = 14
+
+
+@dataclass
+class RWMConfig:
+    """Every architectural choice of a Reward World Model; saved as `config.json` next to the weights.
+
+    :param camera_shape: `(H, W)` of the stitched camera strip.
+    :param lidar_channels: channels of the LiDAR BEV histogram; `lidar_bins` its side.
+    :param bev_range_m: half-width of the square the BEV covers around the ego [m] (x forward, y left).
+    :param num_history: ego-status frames; `num_poses` trajectory poses.
+    :param use_camera, use_lidar, use_ego_status, use_command: which inputs the model reads (ablations).
+    :param width: token width; `trunk_width` the per-trajectory trunk; `head_width` each member's hidden layer.
+    :param attention_heads: heads of the pose-to-scene cross-attention.
+    :param ensemble_size: M heads over the shared trunk.
+    :param position_scale: metres that map to 1.0 in the trajectory encoding.
+    :param ec_available: compose EPDMS with EC (two-stage labels) or without it (one-stage: denominator 14).
+    :param reward_source: what `RWMRewardModel.reward` returns: `"epdms"` (composed) or `"irl"` (the IRL head).
+    """
+
+    camera_shape: tuple[int, int] = (64, 256)
+    lidar_channels: int = 2
+    lidar_bins: int = 64
+    bev_range_m: float = 32.0
+    num_history: int = 4
+    num_poses: int = 8
+    use_camera: bool = True
+    use_lidar: bool = True
+    use_ego_status: bool = True
+    use_command: bool = True
+    width: int = 64
+    trunk_width: int = 128
+    head_width: int = 64
+    attention_heads: int = 4
+    ensemble_size: int = 4
+    position_scale: float = 10.0
+    ec_available: bool = False
+    reward_source: str = "epdms"
+
+    def __post_init__(self) -> None:
+        self.camera_shape = tuple(int(v) for v in self.camera_shape)
+        if self.reward_source not in ("epdms", "irl"):
+            raise ValueError(f"RWMConfig.reward_source must be 'epdms' or 'irl', got {self.reward_source!r}")
+        if not any((self.use_camera, self.use_lidar, self.use_ego_status, self.use_command)):
+            raise ValueError("RWMConfig must read at least one input (use_camera/use_lidar/use_ego_status/use_command)")
+        if self.width % self.attention_heads:
+            raise ValueError(f"RWMConfig.width {self.width} must be divisible by attention_heads {self.attention_heads}")
+        if self.ensemble_size < 1:
+            raise ValueError(f"RWMConfig.ensemble_size must be >= 1, got {self.ensemble_size}")
+        if any(s % 16 for s in self.camera_shape) or self.lidar_bins % 8:
+            raise ValueError(
+                f"RWMConfig.camera_shape {self.camera_shape} must be multiples of 16 and lidar_bins {self.lidar_bins} of 8"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "RWMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown RWMConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class SceneContext:
+    """Per-scene features computed once by `encode_scene` and reused for every candidate.
+
+    :param keys, values: `(S, heads, N, width/heads)` attention keys and values of the scene tokens.
+    :param pooled: `(S, width)` summary vector.
+    :param bev: `(S, width, b, b)` BEV feature map sampled at trajectory poses, or None without LiDAR.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    pooled: torch.Tensor
+    bev: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
+    def select(self, index: torch.Tensor) -> "SceneContext":
+        """The contexts of scenes `index` (e.g. for a subset of a batch)."""
+        return SceneContext(
+            self.keys[index], self.values[index], self.pooled[index], None if self.bev is None else self.bev[index]
+        )
+
+
+@dataclass
+class RWMPrediction:
+    """Raw head outputs `logits (..., M, 14)` and the quantities derived from them."""
+
+    logits: torch.Tensor
+
+    def class_logits(self, name: str) -> torch.Tensor:
+        """`(..., M, 3)` logits over {0, 0.5, 1} of NC or DDC."""
+        return self.logits[..., _SLICES[name]]
+
+    def class_probs(self, name: str) -> torch.Tensor:
+        """`(..., M, 3)` distribution over {0, 0.5, 1} of NC or DDC."""
+        return self.class_logits(name).softmax(-1)
+
+    @property
+    def binary_logits(self) -> torch.Tensor:
+        """`(..., M, 6)` logits of DAC, TLC, TTC, LK, HC, EC."""
+        return self.logits[..., _SLICES["binary"]]
+
+    @property
+    def ep_logit(self) -> torch.Tensor:
+        return self.logits[..., _SLICES["EP"]].squeeze(-1)
+
+    @property
+    def irl_reward(self) -> torch.Tensor:
+        """`(..., M)` the scalar reward of the maximum-entropy IRL objective."""
+        return self.logits[..., _SLICES["IRL"]].squeeze(-1)
+
+    def expected_subscores(self) -> dict[str, torch.Tensor]:
+        """Short name -> `(..., M)` expected value of each sub-score under each member."""
+        values = torch.tensor(CLASS_VALUES, dtype=self.logits.dtype, device=self.logits.device)
+        out = {name: self.class_probs(name) @ values for name in THREE_CLASS}
+        probs = self.binary_logits.sigmoid()
+        out.update({name: probs[..., i] for i, name in enumerate(BINARY)})
+        out["EP"] = self.ep_logit.sigmoid()
+        return {name: out[name] for name in SUBSCORE_NAMES}
+
+    def epdms(self, ec_available: bool) -> torch.Tensor:
+        """`(..., M)` EPDMS composed per member from the expected sub-scores (module docstring)."""
+        s = self.expected_subscores()
+        product = s["NC"] * s["DAC"] * s["DDC"] * s["TLC"]
+        weighted = 5 * s["EP"] + 5 * s["TTC"] + 2 * s["LK"] + 2 * s["HC"]
+        if ec_available:
+            return product * (weighted + 2 * s["EC"]) / 16.0
+        return product * weighted / 14.0
+
+
+def _conv_stack(channels: Sequence[int]) -> nn.Sequential:
+    """Stride-2 3x3 convolutions with GroupNorm + GELU: each halves the resolution."""
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+class RewardWorldModel(nn.Module):
+    """Scene encoder + trajectory encoder + ensemble of sub-score/IRL heads (module docstring)."""
+
+    def __init__(self, config: RWMConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or RWMConfig()
+        w = config.width
+        num_tokens = 0
+        if config.use_camera:
+            self.camera_encoder = _conv_stack((3, 16, 32, 48, w))  # /16
+            h, wd = config.camera_shape
+            num_tokens += (h // 16) * (wd // 16)
+            self.camera_position = nn.Parameter(torch.zeros(1, (h // 16) * (wd // 16), w))
+        if config.use_lidar:
+            self.lidar_encoder = _conv_stack((config.lidar_channels, 16, 32, w))  # /8
+            side = config.lidar_bins // 8
+            self.lidar_pool = nn.AdaptiveAvgPool2d(max(1, side // 2))
+            num_tokens += max(1, side // 2) ** 2
+            self.lidar_position = nn.Parameter(torch.zeros(1, max(1, side // 2) ** 2, w))
+        if config.use_ego_status:
+            self.ego_encoder = nn.Sequential(nn.Linear(config.num_history * 7, w), nn.GELU(), nn.Linear(w, w))
+            num_tokens += 1
+        if config.use_command:
+            self.command_encoder = nn.Linear(4, w)
+            num_tokens += 1
+        self.num_scene_tokens = num_tokens
+        self.scene_norm = nn.LayerNorm(w)
+        self.key_value = nn.Linear(w, 2 * w)
+        self.scene_summary = nn.Sequential(nn.Linear(w, w), nn.GELU())
+
+        pose_features = 8  # x, y, cos h, sin h, dx, dy, speed, time
+        self.pose_encoder = nn.Sequential(nn.Linear(pose_features, w), nn.GELU(), nn.Linear(w, w))
+        self.pose_position = nn.Parameter(torch.zeros(1, 1, config.num_poses, w))
+        self.query = nn.Linear(w, w)
+        self.attention_out = nn.Linear(w, w)
+        self.trajectory_encoder = nn.Sequential(
+            nn.Linear(config.num_poses * pose_features, config.trunk_width), nn.GELU(), nn.Linear(config.trunk_width, w)
+        )
+        pose_in = 2 * w + (w if config.use_lidar else 0)
+        self.pose_mixer = nn.Sequential(nn.Linear(pose_in, w), nn.GELU())
+        trunk_in = 2 * w + w + w  # pooled poses (mean, max), trajectory embedding, scene summary
+        self.trunk = nn.Sequential(
+            nn.Linear(trunk_in, config.trunk_width), nn.GELU(), nn.Linear(config.trunk_width, config.trunk_width), nn.GELU()
+        )
+        m, t, h = config.ensemble_size, config.trunk_width, config.head_width
+        self.head_w1 = nn.Parameter(torch.randn(m, t, h) / math.sqrt(t))
+        self.head_b1 = nn.Parameter(torch.zeros(m, h))
+        self.head_w2 = nn.Parameter(torch.randn(m, h, HEAD_OUTPUTS) / math.sqrt(h))
+        self.head_b2 = nn.Parameter(torch.zeros(m, HEAD_OUTPUTS))
+
+    # ----------------------------------------------------------------------------------------- scene side
+
+    def encode_scene(self, observations: dict[str, torch.Tensor]) -> SceneContext:
+        """Scene features of a batch of S scenes (`camera (S, H, W, 3)` uint8, `lidar_bev (S, C, B, B)`,
+        `ego_status (S, T, 7)`, `command (S, 4)`), computed once and shared by all candidates of each scene."""
+        cfg = self.config
+        tokens: list[torch.Tensor] = []
+        bev = None
+        if cfg.use_camera:
+            image = observations["camera"].permute(0, 3, 1, 2).float() / 255.0 - 0.5
+            feat = self.camera_encoder(image)  # (S, w, H/16, W/16)
+            tokens.append(feat.flatten(2).transpose(1, 2) + self.camera_position)
+        if cfg.use_lidar:
+            lidar = torch.log1p(observations["lidar_bev"].float().clamp_min(0))
+            bev = self.lidar_encoder(lidar)  # (S, w, B/8, B/8)
+            tokens.append(self.lidar_pool(bev).flatten(2).transpose(1, 2) + self.lidar_position)
+        if cfg.use_ego_status:
+            ego = torch.asinh(observations["ego_status"].float().flatten(1))
+            tokens.append(self.ego_encoder(ego)[:, None])
+        if cfg.use_command:
+            tokens.append(self.command_encoder(observations["command"].float())[:, None])
+        scene = self.scene_norm(torch.cat(tokens, dim=1))  # (S, N, w)
+        keys, values = self.key_value(scene).chunk(2, dim=-1)
+        heads = cfg.attention_heads
+        split = lambda x: x.unflatten(-1, (heads, -1)).transpose(1, 2)  # (S, heads, N, w/heads)
+        return SceneContext(split(keys), split(values), self.scene_summary(scene.mean(1)), bev)
+
+    # ------------------------------------------------------------------------------------ candidate side
+
+    def _pose_features(self, trajectories: torch.Tensor) -> torch.Tensor:
+        """`(S, K, P, 3)` local poses -> `(S, K, P, 8)` scale-free features."""
+        scale = self.config.position_scale
+        xy = trajectories[..., :2]
+        heading = trajectories[..., 2]
+        step = torch.diff(xy, dim=-2, prepend=torch.zeros_like(xy[..., :1, :]))
+        speed = step.norm(dim=-1, keepdim=True) / 0.5
+        time = torch.linspace(0.125, 1.0, trajectories.shape[-2], device=xy.device).expand_as(heading)[..., None]
+        return torch.cat(
+            [xy / scale, heading.cos()[..., None], heading.sin()[..., None], step / 2.0, speed / 10.0, time], dim=-1
+        )
+
+    def score(self, ctx: SceneContext, trajectories: torch.Tensor) -> RWMPrediction:
+        """Head outputs for `trajectories (S, K, P, 3)` (K candidates of each of the S scenes in `ctx`)."""
+        cfg = self.config
+        s, k, p, _ = trajectories.shape
+        if s != len(ctx):
+            raise ValueError(f"score got trajectories for {s} scenes but a context of {len(ctx)}")
+        features = self._pose_features(trajectories.float())
+        poses = self.pose_encoder(features) + self.pose_position  # (S, K, P, w)
+        query = self.query(poses).reshape(s, k * p, cfg.attention_heads, -1).transpose(1, 2)
+        attended = F.scaled_dot_product_attention(query, ctx.keys, ctx.values)  # (S, heads, K*P, w/heads)
+        attended = self.attention_out(attended.transpose(1, 2).reshape(s, k, p, cfg.width))
+        parts = [poses, attended]
+        if ctx.bev is not None:
+            # grid_sample: x indexes width, y height; BEV rows run along ego x (forward), columns along ego y.
+            grid = (trajectories[..., [1, 0]].float() / cfg.bev_range_m).reshape(s, k * p, 1, 2)
+            sampled = F.grid_sample(ctx.bev, grid, align_corners=False, padding_mode="border")  # (S, w, K*P, 1)
+            parts.append(sampled.squeeze(-1).transpose(1, 2).reshape(s, k, p, cfg.width))
+        mixed = self.pose_mixer(torch.cat(parts, dim=-1))
+        whole = self.trajectory_encoder(features.flatten(-2))
+        scene = ctx.pooled[:, None].expand(s, k, cfg.width)
+        trunk = self.trunk(torch.cat([mixed.mean(-2), mixed.amax(-2), whole, scene], dim=-1))  # (S, K, T)
+        hidden = F.gelu(torch.einsum("skt,mth->skmh", trunk, self.head_w1) + self.head_b1)
+        return RWMPrediction(torch.einsum("skmh,mho->skmo", hidden, self.head_w2) + self.head_b2)
+
+    def forward(self, observations: dict[str, torch.Tensor], trajectories: torch.Tensor) -> RWMPrediction:
+        return self.score(self.encode_scene(observations), trajectories)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def save_pretrained(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write `config.json` + `model.safetensors` into `folder`, each atomically (tmp file, then os.replace)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".safetensors.tmp")
+        os.close(fd)
+        save_file(state, tmp, metadata={"format": "pt"})
+        os.replace(tmp, folder / WEIGHTS_NAME)
+        config = {CHECKPOINT_TYPE_KEY: "rwm", "format_version": FORMAT_VERSION, "model": asdict(self.config)}
+        if extra:
+            config.update(extra)
+        write_json_atomic(folder / CONFIG_NAME, config)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> "RewardWorldModel":
+        """Load a folder written by `save_pretrained`; shape, key and NaN problems raise errors naming the file."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"RWM checkpoint {folder} misses {path.name}")
+        try:
+            raw = json.loads(config_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+        if raw.get(CHECKPOINT_TYPE_KEY) != "rwm" or not isinstance(raw.get("model"), dict):
+            raise ValueError(f"{config_path} is not an RWM config ({CHECKPOINT_TYPE_KEY}='rwm' and a 'model' object)")
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{config_path}: format_version {raw.get('format_version')} != {FORMAT_VERSION}")
+        model = cls(RWMConfig.from_dict(raw["model"], source=str(config_path)))
+        state = load_file(str(weights_path), device=map_location)
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                f"wrong shapes {wrong[:5]}"
+            )
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{weights_path} holds NaN/inf in {bad[:5]}")
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def observations_to_tensors(
+    observations: dict[str, np.ndarray], config: RWMConfig, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Check a batch of observations against `config` and turn it into tensors (errors name key and shape)."""
+    h, w = config.camera_shape
+    expected = {
+        "camera": (h, w, 3),
+        "lidar_bev": (config.lidar_channels, config.lidar_bins, config.lidar_bins),
+        "ego_status": (config.num_history, 7),
+        "command": (4,),
+    }
+    wanted = {
+        "camera": config.use_camera, "lidar_bev": config.use_lidar,
+        "ego_status": config.use_ego_status, "command": config.use_command,
+    }
+    out: dict[str, torch.Tensor] = {}
+    for key, shape in expected.items():
+        if not wanted[key]:
+            continue
+        if key not in observations:
+            raise KeyError(f"observations miss {key!r} (have {sorted(observations)})")
+        array = np.asarray(observations[key])
+        if array.shape[1:] != shape:
+            raise ValueError(f"observations[{key!r}] has shape {array.shape}, expected (B, {', '.join(map(str, shape))})")
+        if key != "camera" and not np.all(np.isfinite(array)):
+            raise ValueError(f"observations[{key!r}] contains NaN or inf")
+        out[key] = torch.as_tensor(array, device=device)
+    return out
+
+
+class RWMRewardModel:
+    """A trained `RewardWorldModel` behind the `RewardModel` protocol (numpy batch in, `RewardOutput` out).
+
+    Rows that share a token share their scene encoding: the batch is regrouped into `(S, K_max)` with padding, so
+    the scene side runs once per distinct scene.
+    """
+
+    def __init__(self, model: RewardWorldModel, name: str = "rwm", device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.name = name
+        self.device = device
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, name: str = "rwm", device: str = "cpu") -> "RWMRewardModel":
+        return cls(RewardWorldModel.from_pretrained(folder), name=name, device=device)
+
+    @property
+    def config(self) -> RWMConfig:
+        return self.model.config
+
+    @torch.inference_mode()
+    def predict_tensors(
+        self, observations: dict[str, np.ndarray], trajectories: np.ndarray, tokens: Sequence[str]
+    ) -> RWMPrediction:
+        """Head outputs `(B, M, 14)` in the order of the input rows."""
+        trajectories = check_trajectories(trajectories, tokens)
+        groups = group_rows_by_token(tokens)
+        first_rows = np.array([rows[0] for rows in groups.values()])
+        obs = observations_to_tensors({k: np.asarray(v)[first_rows] for k, v in observations.items()
+                                       if k in OBSERVATION_KEYS}, self.config, self.device)
+        ctx = self.model.encode_scene(obs)
+        k_max = max(len(rows) for rows in groups.values())
+        padded = np.zeros((len(groups), k_max, *trajectories.shape[1:]), dtype=np.float32)
+        scene_of, slot_of = np.empty(len(trajectories), np.int64), np.empty(len(trajectories), np.int64)
+        for s, rows in enumerate(groups.values()):
+            padded[s, : len(rows)] = trajectories[rows]
+            scene_of[rows], slot_of[rows] = s, np.arange(len(rows))
+        logits = self.model.score(ctx, torch.as_tensor(padded, device=self.device)).logits
+        return RWMPrediction(logits[torch.as_tensor(scene_of), torch.as_tensor(slot_of)].float())
+
+    def predict(
+        self, observations: dict[str, np.ndarray], trajectories: np.ndarray, tokens: Sequence[str]
+    ) -> RewardOutput:
+        prediction = self.predict_tensors(observations, trajectories, tokens)
+        subscores = {k: v.mean(-1).cpu().numpy().astype(np.float64) for k, v in prediction.expected_subscores().items()}
+        members = prediction.epdms(self.config.ec_available)  # (B, M)
+        epdms = members.mean(-1).cpu().numpy().astype(np.float64)
+        if self.config.reward_source == "irl":
+            reward = prediction.irl_reward.mean(-1).cpu().numpy().astype(np.float64)
+        else:
+            reward = epdms.copy()
+        uncertainty = members.std(-1, correction=0).cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(epdms)):
+            raise FloatingPointError(f"{self.name}: the model produced NaN/inf rewards")
+        return RewardOutput(subscores=subscores, epdms=epdms, reward=reward, uncertainty=uncertainty)
+
+
+__all__ = [
+    "RWMConfig", "RewardWorldModel", "RWMPrediction", "SceneContext", "RWMRewardModel", "observations_to_tensors",
+]
