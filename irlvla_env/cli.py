@@ -17,7 +17,8 @@ COMMAND_MODULES = (
     "irlvla_env.scoring.cli",  # score
     "agents.cli",  # train il, eval
     "reward_models.cli",  # train rwm, eval rwm
-    "agents.ppo.cli",  # train rl, pipeline
+    "agents.ppo.cli",  # train rl
+    "agents.pipeline",  # pipeline: all three stages, then the report
 )
 
 

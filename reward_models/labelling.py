@@ -18,6 +18,7 @@ Scenes are labelled in parallel with Ray (a local cluster by default, any addres
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -76,6 +77,21 @@ class LabellingConfig:
             "observation": self.observation,
         }
 
+    def digest(self) -> str:
+        """A short hash of `identity()`: labels made with other settings go to another folder."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+
+    def default_folder(self) -> Path:
+        """`exp_root()/rwm_labels/<split>-<digest>`."""
+        from irlvla_env.paths import exp_root
+
+        return exp_root() / "rwm_labels" / f"{self.split}-{self.digest()}"
+
+    def resolved_metric_cache_root(self) -> str:
+        from irlvla_env.paths import exp_root
+
+        return str(self.metric_cache_root or exp_root() / "metric_cache")
+
 
 # ----------------------------------------------------------------------------------------- one scene
 
@@ -94,7 +110,7 @@ def label_scene(
     scene: Any,
     generator: CandidateGenerator,
     observation_config: Any,
-    metric_cache_root: str | None = None,
+    metric_cache_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Candidates, rule-based labels and the observation of one scene (one row of a shard)."""
     from irlvla_env.observations import build_observation
@@ -165,7 +181,7 @@ def label_shard(
         loader = _sensor_loader(config.split, config.data_root, tuple(sorted(config.observation.items())))
     generator = CandidateGenerator(vocabulary, config.candidates, policy)
     rows = [
-        label_scene(loader.get_scene_from_token(token), generator, observation_config, config.metric_cache_root)
+        label_scene(loader.get_scene_from_token(token), generator, observation_config, config.resolved_metric_cache_root())
         for token in tqdm(tokens, desc=Path(path).stem, unit="scene", leave=False, disable=not progress)
     ]
     return str(save_npz_atomic(Path(path), stack_rows(rows)))
@@ -182,7 +198,7 @@ def _check_manifest(folder: Path, config: LabellingConfig, tokens: list[str], vo
     manifest = {
         "config": config.identity(),
         "tokens": tokens,
-        "vocabulary_sha": hashlib_sha(vocabulary),
+        "vocabulary_sha": array_digest(vocabulary),
         "subscores": list(SUBSCORE_NAMES),
         "ec_available": False,  # one-stage scoring: no predecessor frame
     }
@@ -202,9 +218,7 @@ def _check_manifest(folder: Path, config: LabellingConfig, tokens: list[str], vo
     os.replace(tmp, path)
 
 
-def hashlib_sha(array: np.ndarray) -> str:
-    import hashlib
-
+def array_digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 

@@ -450,6 +450,8 @@ class RWMRewardModel:
     ) -> RewardOutput:
         prediction = self.predict_tensors(observations, trajectories, tokens)
         subscores = {k: v.mean(-1).cpu().numpy().astype(np.float64) for k, v in prediction.expected_subscores().items()}
+        if not self.config.ec_available:  # never trained on EC (one-stage labels): say so, as the scorer does
+            subscores["EC"] = np.full(len(trajectories), np.nan)
         members = prediction.epdms(self.config.ec_available)  # (B, M)
         epdms = members.mean(-1).cpu().numpy().astype(np.float64)
         if self.config.reward_source == "irl":

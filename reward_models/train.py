@@ -49,8 +49,9 @@ class RWMTrainConfig:
 
     :param variant: names the output folder and selects ablation overrides (`VARIANTS`).
     :param run_name: run folder under the variant; re-using it resumes.
-    :param labels_dir: labelled shards (default `exp_root()/rwm_labels/<split>`).
-    :param vocabulary_path: planning vocabulary .npy (default `exp_root()/rwm_labels/vocabulary_<size>.npy`).
+    :param labels_dir: labelled shards (default `exp_root()/rwm_labels/<split>-<settings digest>`).
+    :param vocabulary_path: planning vocabulary .npy (default `exp_root()/rwm_labels/vocabulary-navtrain-<size>.npy`,
+        k-means of all navtrain human futures; evaluation on navtest reuses it).
     :param epochs, batch_scenes, lr, weight_decay, grad_clip: optimisation.
     :param candidates_per_step: candidates per scene in a training step (the demonstration is always kept).
     :param val_fraction: scenes held out to pick the best epoch.
@@ -96,21 +97,25 @@ class RWMTrainConfig:
         return self.variant_dir / "runs" / self.run_name
 
     def resolved_labels_dir(self) -> Path:
-        return Path(self.labels_dir) if self.labels_dir else exp_root() / "rwm_labels" / self.labelling.split
+        return Path(self.labels_dir) if self.labels_dir else self.labelling.default_folder()
 
     def resolved_vocabulary_path(self) -> Path:
-        default = exp_root() / "rwm_labels" / f"vocabulary_{self.vocabulary_size}.npy"
+        default = exp_root() / "rwm_labels" / f"vocabulary-navtrain-{self.vocabulary_size}.npy"
         return Path(self.vocabulary_path) if self.vocabulary_path else default
 
 
-def prepare_labels(config: RWMTrainConfig, policy: Any | None = None) -> Path:
-    """Vocabulary from the split's human futures, then the labelled candidates (both cached and resumable)."""
+def vocabulary_for(config: RWMTrainConfig) -> np.ndarray:
+    """The planning vocabulary: loaded, or built once from every navtrain human future."""
     from irlvla_env.navsim.loader import load_split
 
-    lab = config.labelling
-    loader = load_split(lab.split, data_root=lab.data_root, max_scenes=lab.max_scenes)
-    vocabulary = ensure_vocabulary(config.resolved_vocabulary_path(), loader, size=config.vocabulary_size)
-    return label_split(config.resolved_labels_dir(), lab, vocabulary, tokens=loader.tokens, policy=policy)
+    path = config.resolved_vocabulary_path()
+    loader = None if path.is_file() else load_split("navtrain", data_root=config.labelling.data_root)
+    return ensure_vocabulary(path, loader, size=config.vocabulary_size, seed=config.seed)
+
+
+def prepare_labels(config: RWMTrainConfig, policy: Any | None = None) -> Path:
+    """The labelled candidates of `config.labelling` (cached and resumable); returns their folder."""
+    return label_split(config.resolved_labels_dir(), config.labelling, vocabulary_for(config), policy=policy)
 
 
 # ------------------------------------------------------------------------------------------------ batches

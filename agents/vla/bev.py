@@ -112,17 +112,20 @@ class BEVReasoning(nn.Module):
 
 
 def perception_losses(
-    output: BEVOutput, targets: dict[str, torch.Tensor], config: VLAConfig
+    semantic_logits: torch.Tensor,
+    agent_states: torch.Tensor,
+    agent_logits: torch.Tensor,
+    targets: dict[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """TransFuser's auxiliary losses: cross-entropy of the BEV map, Hungarian-matched agent class and box.
 
-    `targets` holds `bev_semantic_map` long `(B, Hs, Ws)`, `agent_states` `(B, A_gt, 5)` and `agent_labels`
+    The predictions are those of `BEVOutput`; `targets` holds `bev_semantic_map` long `(B, Hs, Ws)`, `agent_states` `(B, A_gt, 5)` and `agent_labels`
     bool `(B, A_gt)` (real rows). Missing keys give no loss term, so a planner-only data set still trains.
     """
     losses: dict[str, torch.Tensor] = {}
     if "bev_semantic_map" in targets:
         semantic = targets["bev_semantic_map"].long()
-        logits = output.semantic_logits
+        logits = semantic_logits
         if logits.shape[-2:] != semantic.shape[-2:]:
             raise ValueError(
                 f"bev_semantic_map target has size {tuple(semantic.shape[-2:])}, but VLAConfig predicts "
@@ -130,14 +133,15 @@ def perception_losses(
             )
         losses["bev_semantic"] = F.cross_entropy(logits, semantic)
     if "agent_states" in targets and "agent_labels" in targets:
-        cls_loss, box_loss = _agent_losses(output, targets["agent_states"].float(), targets["agent_labels"].bool())
+        cls_loss, box_loss = _agent_losses(
+            agent_states, agent_logits, targets["agent_states"].float(), targets["agent_labels"].bool()
+        )
         losses["agent_class"], losses["agent_box"] = cls_loss, box_loss
     return losses
 
 
-def _agent_losses(output: BEVOutput, gt_states: torch.Tensor, gt_valid: torch.Tensor):
+def _agent_losses(pred_states: torch.Tensor, pred_logits: torch.Tensor, gt_states: torch.Tensor, gt_valid: torch.Tensor):
     """Match each real box to one query (L1 + existence cost), then BCE on existence and L1 on matched boxes."""
-    pred_states, pred_logits = output.agent_states, output.agent_logits
     with torch.no_grad():
         cost = torch.cdist(pred_states, gt_states, p=1) - F.logsigmoid(pred_logits).unsqueeze(-1)
     labels = torch.zeros_like(pred_logits)

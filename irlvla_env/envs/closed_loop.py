@@ -25,6 +25,7 @@ from irlvla_env.envs.scene_pool import ScenePool
 from irlvla_env.navsim.dataclasses import AgentInput, EgoStatus, Lidar, Scene
 from irlvla_env.navsim.geometry import global_to_local, local_to_global
 from irlvla_env.observations import build_observation
+from irlvla_env.rewards import RewardOutput, result_subscores
 from irlvla_env.simulation import vehicle
 from irlvla_env.simulation.simulator import local_trajectories_to_states, simulate
 
@@ -121,13 +122,17 @@ class ClosedLoopRollout:
             return obs, False, True, "horizon"
         return obs, False, False, None
 
-    def rule_epdms(self, plan: np.ndarray) -> float:
-        """Rule-based EPDMS of `plan` from the executed pose (a metric cache of the displaced scene)."""
+    def rule_output(self, plan: np.ndarray) -> RewardOutput:
+        """Rule-based EPDMS of `plan` from the *executed* pose: a metric cache of the displaced scene.
+
+        A cache keyed by the log token would score the plan from where the human was, not where the ego is.
+        """
         from irlvla_env.scoring.epdms import score_trajectories
         from irlvla_env.scoring.metric_cache import build_metric_cache
 
-        cache = build_metric_cache(self.displaced_scene())
-        return float(score_trajectories(cache, plan[None].astype(np.float32)).score[0])
+        result = score_trajectories(build_metric_cache(self.displaced_scene()), plan[None].astype(np.float32))
+        epdms = np.asarray(result.score, dtype=np.float64)
+        return RewardOutput(subscores=result_subscores(result), epdms=epdms, reward=epdms.copy())
 
     # ------------------------------------------------------------------------------------------ internals
     def _index_logs(self) -> None:

@@ -17,7 +17,7 @@ from irlvla_env.envs.action import BadActionError, action_problems, trajectory_s
 from irlvla_env.envs.config import EnvConfig
 from irlvla_env.envs.scene_pool import ScenePool
 from irlvla_env.observations import batch_observations, observation_space
-from irlvla_env.rewards import RewardModel, RewardOutput
+from irlvla_env.rewards import EPDMSReward, RewardModel, RewardOutput
 
 
 def reward_info(output: RewardOutput, index: int) -> dict[str, Any]:
@@ -116,10 +116,13 @@ class NavsimEnv(gym.Env):
     def _closed_loop_step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         loop = self._closed_loop
         obs_before, token_before = self._obs, loop.current_token
-        output = self.reward_model.predict(batch_observations([obs_before]), action[None], [token_before])
+        if isinstance(self.reward_model, EPDMSReward):
+            output = loop.rule_output(action)  # privileged scorer: score from the executed pose
+        else:
+            output = self.reward_model.predict(batch_observations([obs_before]), action[None], [token_before])
         info = {"token": self._token, "step_token": token_before, **reward_info(output, 0)}
         if self._audit is not None:
-            info["epdms_rule"] = float(loop.rule_epdms(action))
+            info["epdms_rule"] = float(loop.rule_output(action).epdms[0])
         self._obs, terminated, truncated, why = loop.advance(action)
         if why:
             info["termination"] = why

@@ -69,11 +69,13 @@ def _field_arrays(df: pd.DataFrame, path: Path, layer: str) -> tuple[list[str], 
     return names, values, masks
 
 
-def _write_layer(path: Path, layer: str, df: pd.DataFrame, crs: str | None) -> None:
-    if "fid" in df.columns and not pd.api.types.is_integer_dtype(pd.to_numeric(df["fid"], errors="coerce").dropna()):
-        raise TypeError(f"{path}: layer {layer!r} has a non-integer fid column; GPKG feature ids are integers")
+def _write_layer(tmp: Path, path: Path, layer: str, df: pd.DataFrame, crs: str | None) -> None:
+    """Write one layer into the temporary file `tmp`; errors name the final `path`."""
     if "fid" in df.columns:
-        df = df.assign(fid=pd.to_numeric(df["fid"]).astype(np.int64))  # GDAL takes an int `fid` field as the FID
+        fid = pd.to_numeric(df["fid"], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isnan(fid).any() or np.any(fid != np.round(fid)):
+            raise TypeError(f"{path}: layer {layer!r} has a non-integer fid column; GPKG feature ids are integers")
+        df = df.assign(fid=fid.astype(np.int64))  # GDAL takes an integer `fid` field as the feature id
     names, values, masks = _field_arrays(df, path, layer)
     if GEOMETRY_COLUMN in df.columns:
         geoms = df[GEOMETRY_COLUMN].to_numpy(dtype=object)
@@ -82,7 +84,7 @@ def _write_layer(path: Path, layer: str, df: pd.DataFrame, crs: str | None) -> N
     else:
         wkb, geometry_type, layer_crs = None, None, None
     pyogrio.raw.write(
-        str(path),
+        str(tmp),
         wkb,
         values,
         names,
@@ -110,7 +112,7 @@ def write_gpkg(path: str | Path, layers: Mapping[str, pd.DataFrame], crs: str) -
     tmp.unlink()  # GDAL must create the SQLite file itself
     try:
         for name, df in layers.items():
-            _write_layer(tmp, name, df, crs)
+            _write_layer(tmp, path, name, df, crs)
         os.replace(tmp, path)
     finally:
         for leftover in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):

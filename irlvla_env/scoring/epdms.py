@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,10 @@ from irlvla_env.scoring.metrics import (
 )
 from irlvla_env.scoring.observation import Observation
 from irlvla_env.simulation import vehicle as V
+from irlvla_env.simulation.simulator import local_trajectories_to_states, simulate
+
+if TYPE_CHECKING:
+    from irlvla_env.scoring.metric_cache import MetricCache
 
 NUM_STEPS = 41
 TRAFFIC_POLICIES = ("non_reactive", "reactive", "constant_velocity")
@@ -243,8 +248,129 @@ def two_stage_aggregate(rows: pd.DataFrame, mapping: Sequence, sigma_sq: float =
     return pd.DataFrame(out)
 
 
-__all__ = [
-    "EPDMSResult", "ProposalScores", "ScorerConfig", "SHORT_NAMES", "SHORT_ORDER", "aggregate", "apply_human_filter",
-    "rescore_with_ec", "score_proposals", "sub_metrics", "two_stage_aggregate", "two_stage_weights",
-    "validate_trajectories", "extended_comfort", "local_to_global",
-]
+
+
+@dataclass
+class PreviousPlan:
+    """The rollout(s) `(41, 11)` or `(K, 41, 11)` of the plan made 0.5 s earlier in the same log (EC)."""
+
+    rollouts: np.ndarray
+    start_time_s: float
+
+
+def traffic_observation(cache: "MetricCache", rollouts: np.ndarray, traffic: str) -> Observation:
+    """The other agents for one ego rollout `(41, 11)` under a traffic policy (spec §4.3)."""
+    from irlvla_env.simulation import traffic as policies
+
+    if traffic == "non_reactive":
+        return policies.log_replay(cache.observation, cache.ego_state)
+    if traffic == "reactive":
+        return policies.idm_reactive(cache.observation, cache.ego_state, rollouts, cache.get_map())
+    if traffic == "constant_velocity":
+        return policies.constant_velocity(cache.observation, cache.ego_state)
+    raise ValueError(f"unknown traffic policy {traffic!r}; expected one of {TRAFFIC_POLICIES}")
+
+
+def _rollouts(cache: "MetricCache", trajectories: np.ndarray, interval_s: float) -> np.ndarray:
+    return simulate(cache.ego_state, local_trajectories_to_states(trajectories, interval_s, cache.ego_state))
+
+
+def _pair_scores(
+    cache: "MetricCache",
+    states: np.ndarray,
+    observation: Observation,
+    config: ScorerConfig,
+    past: np.ndarray | None,
+    pdm_masked: float | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """Sub-metrics of agent rollouts `(K, 41, 11)` (EP not yet normalised), their raw progress, and the
+    PDM-Closed rollout's multiplier-masked progress under the same observation (computed unless given)."""
+    with_pdm = pdm_masked is None
+    both = np.concatenate([cache.pdm_closed_rollout[None], states]) if with_pdm else states
+    metrics, raw = sub_metrics(
+        both, observation, cache.centerline_path, cache.route_lane_ids, cache.drivable_map, past, config
+    )
+    if with_pdm:
+        pdm_masked = float(raw[0] * np.prod([metrics[n][0] for n in MULTIPLIERS]))
+        metrics = {n: v[1:] for n, v in metrics.items()}
+        raw = raw[1:]
+    return metrics, raw, float(pdm_masked)
+
+
+def _human_metrics(cache: "MetricCache", traffic: str, config: ScorerConfig) -> dict[str, float]:
+    """The human trajectory scored alone (no history → HC 1; EP against itself → 1), memoised per policy."""
+    key = ("human", traffic)
+    if key not in cache.memo:
+        states = _rollouts(cache, cache.human_trajectory[None], 0.5)
+        observation = traffic_observation(cache, states[0], traffic)
+        scores = score_proposals(
+            states, observation, cache.centerline_path, cache.route_lane_ids, cache.drivable_map, None, config
+        )
+        cache.memo[key] = {n: float(v[0]) for n, v in scores.metrics.items()}
+    return cache.memo[key]
+
+
+def score_trajectories(
+    cache: "MetricCache",
+    trajectories: np.ndarray,
+    previous: PreviousPlan | None = None,
+    config: ScorerConfig = ScorerConfig(),
+    traffic: str = "non_reactive",
+    human_filter: bool = True,
+    interval_s: float = 0.5,
+) -> EPDMSResult:
+    """EPDMS of `K` planned trajectories `(K, 8, 3)` (local to t0, `interval_s` apart) of the cached scene.
+
+    Each trajectory is simulated and scored next to PDM-Closed, as navsim scores one agent plan. The human
+    filter (spec §4.8) applies to original scenes when both `human_filter` and `config.human_penalty_filter`
+    are on. With `previous`, EC is computed and weighted; without, EC is NaN and its weight dropped.
+    Raises ValueError on NaN/inf or wrongly shaped input, naming the problem.
+    """
+    if traffic not in TRAFFIC_POLICIES:
+        raise ValueError(f"unknown traffic policy {traffic!r}; expected one of {TRAFFIC_POLICIES}")
+    trajectories = validate_trajectories(trajectories, num_poses=int(round(4.0 / interval_s)))
+    states = _rollouts(cache, trajectories, interval_s)
+    past = cache.history_states if len(cache.history_states) else None
+
+    if traffic == "reactive":  # every rollout moves the IDM agents differently
+        parts = [
+            _pair_scores(cache, states[k : k + 1], traffic_observation(cache, states[k], traffic), config, past)
+            for k in range(len(states))
+        ]
+        metrics = {n: np.concatenate([p[0][n] for p in parts]) for n in parts[0][0]}
+        raw = np.concatenate([p[1] for p in parts])
+        pdm_masked = np.array([p[2] for p in parts])
+    else:
+        key = ("observation", traffic)
+        if key not in cache.memo:
+            cache.memo[key] = traffic_observation(cache, cache.pdm_closed_rollout, traffic)
+        observation = cache.memo[key]
+        metrics, raw, pdm_masked = _pair_scores(
+            cache, states, observation, config, past, cache.memo.get(("pdm_masked", traffic, config))
+        )
+        cache.memo[("pdm_masked", traffic, config)] = pdm_masked
+
+    prod = np.prod([metrics[n] for n in MULTIPLIERS], axis=0)
+    metrics["EP"] = normalise_progress(raw, prod, pdm_masked, config.progress_distance_threshold)
+
+    filtered = dict(metrics)
+    use_filter = human_filter and config.human_penalty_filter and not cache.is_synthetic
+    if use_filter and cache.human_trajectory is not None:
+        filtered = apply_human_filter(metrics, _human_metrics(cache, traffic, config))
+    scored = metrics if config.human_filter_prefix_bug else filtered
+
+    ec_available = previous is not None
+    if ec_available:
+        before = np.broadcast_to(np.asarray(previous.rollouts, dtype=np.float64), states.shape)
+        filtered["EC"] = extended_comfort(states, before, cache.start_time_s - previous.start_time_s)
+    else:
+        filtered["EC"] = np.full(len(states), np.nan)
+    score, prod, weighted = aggregate({**scored, "EC": filtered["EC"]}, config, ec_available)
+
+    endpoints = local_to_global(trajectories[:, -1], cache.ego_state[:3])[:, :2]
+    return EPDMSResult(
+        columns={METRIC_COLUMNS[n]: np.asarray(filtered[n], dtype=np.float64) for n in SHORT_ORDER},
+        score=score, multiplicative_prod=prod, weighted=weighted, rollouts=states, endpoints=endpoints,
+        start_point=cache.ego_state[:2].copy(), start_time_s=cache.start_time_s, raw_progress=raw,
+        human_filtered=use_filter,
+    )  # fmt: skip

@@ -1,7 +1,8 @@
 """Batched LQR trajectory tracker (nuPlan's LQR as batched by navsim's `BatchLQRTracker`, spec §4.2).
 
 Before tracking, speed and curvature profiles are fitted to the reference poses by regularised least squares
-(jerk penalty 1e-4, curvature-rate penalty 1e-2). Each step then decouples into
+(jerk penalty 1e-4 — with navsim's degenerate difference matrix, see `_speed_fit_operator` — and curvature-rate
+penalty 1e-2). Each step then decouples into
 - longitudinal: one-step LQR holding the acceleration over the 10-step horizon to reach the reference speed
   10 steps ahead (or a P controller when both speeds are below 0.2 m/s);
 - lateral: one-step LQR on the Euler-discretised, linearised (lateral error, heading error, steering) dynamics
@@ -34,9 +35,12 @@ def _speed_fit_operator(num_displacements: int, dt: float, jerk_penalty: float) 
     m = num_displacements
     lower = np.tril(np.full((m, m), dt**2))  # displacement i gets dt^2 per acceleration a_j with j < i
     lower[:, 0] = dt  # … and dt per unit of initial speed
+    # [Q] navsim's batched `_make_banded_difference_matrix` writes the -1 diagonal over the +1 band, so its
+    # "jerk" rows penalise a_r itself, except the last, which is a_{M-2} - a_{M-3}. We keep that regulariser
+    # (nuPlan's unbatched tracker has the true difference matrix).
     difference = np.zeros((m - 2, m))
-    difference[:, 1:-1] -= np.eye(m - 2)
-    difference[:, 2:] += np.eye(m - 2)
+    difference[:, 1:-1] = -np.eye(m - 2)
+    difference[-1, -1] = 1.0
     normal = lower.T @ lower + jerk_penalty * difference.T @ difference
     return np.linalg.pinv(normal) @ lower.T
 
@@ -61,14 +65,17 @@ def fit_speed_and_curvature(
     solution = projected @ _speed_fit_operator(m, dt, jerk_penalty).T  # (K, M): v0, a_0 … a_{M-2}
     speed = _integrate(solution[:, 0], solution[:, 1:], dt)  # (K, M)
 
-    design = np.broadcast_to(np.tril(np.ones((m, m))), (len(poses), m, m)).copy()
-    design[:, :, 0] = speed * dt
-    design[:, 1:, 1:] *= (speed[:, 1:] * dt**2)[:, :, None]
+    # Normal equations of the curvature fit in closed form: row r of the design matrix is v_r·dt for the initial
+    # curvature and v_r·dt² for every curvature rate j ≤ r, so its Gram entries are suffix sums of v_r².
+    order = np.maximum.outer(np.arange(m), np.arange(m))
+    scale = dt ** (2.0 + (np.arange(m) > 0)[:, None] + (np.arange(m) > 0)[None, :])
+    suffix_v2 = np.cumsum((speed**2)[:, ::-1], axis=1)[:, ::-1]
+    suffix_vy = np.cumsum((speed * heading_steps)[:, ::-1], axis=1)[:, ::-1]
     penalty = curvature_rate_penalty * np.eye(m)
     penalty[0, 0] = INITIAL_CURVATURE_PENALTY
-    design_t = design.transpose(0, 2, 1)
-    normal = design_t @ design + penalty
-    rhs = (design_t @ heading_steps[..., None])[..., 0]
+    normal = suffix_v2[:, order] * scale + penalty
+    rhs = suffix_vy * dt**2
+    rhs[:, 0] = (speed * heading_steps).sum(axis=1) * dt
     curvature_solution = np.linalg.solve(normal, rhs[..., None])[..., 0]
     curvature = _integrate(curvature_solution[:, 0], curvature_solution[:, 1:], dt)
     return speed, curvature
@@ -166,26 +173,31 @@ class BatchLQRTracker:
     ) -> np.ndarray:  # fmt: skip
         """One-step lateral LQR: steering rate `(K,)`.
 
-        The horizon's state-transition matrices are unit upper-triangular [[1, v dt, 0], [0, 1, v dt / L],
-        [0, 0, 1]], so the products A = Π M_t, B and g are accumulated entry by entry.
+        The horizon's state-transition matrices M_t are unit upper-triangular [[1, v_t dt, 0], [0, 1, v_t dt / L],
+        [0, 0, 1]], so A = Π M_t, B and g (navsim's recursion A ← M A, B ← M B + [0, 0, dt], g ← M g + [0, −v κ dt, 0])
+        have closed forms in (exclusive) cumulative sums over the horizon.
         """
         dt, wheelbase = self.dt, self.wheelbase
-        a01 = np.zeros_like(speed)
-        a02 = np.zeros_like(speed)
-        a12 = np.zeros_like(speed)
-        b0 = np.zeros_like(speed)
-        b1 = np.zeros_like(speed)
-        b2 = np.zeros_like(speed)
-        g0 = np.zeros_like(speed)
-        g1 = np.zeros_like(speed)
-        g2 = np.zeros_like(speed)
-        for t in range(self.horizon):
-            v = speed + t * dt * accel if t else speed
-            m01 = v * dt
-            m12 = v * dt / wheelbase
-            a01, a02, a12 = a01 + m01, a02 + m01 * a12, a12 + m12
-            b0, b1, b2 = b0 + m01 * b1, b1 + m12 * b2, b2 + dt
-            g0, g1 = g0 + m01 * g1, g1 + m12 * g2 - v * curvature[:, t] * dt
+        steps = np.arange(self.horizon)
+        v = speed[:, None] + (steps * dt)[None, :] * accel[:, None]  # (K, H) speed implied by the acceleration
+        v[:, 0] = speed
+        m01 = v * dt
+        m12 = v * dt / wheelbase
+        affine = -v * curvature * dt
+
+        def before(x: np.ndarray) -> np.ndarray:  # Σ_{s<t} x_s
+            out = np.zeros_like(x)
+            np.cumsum(x[:, :-1], axis=1, out=out[:, 1:])
+            return out
+
+        a01, a12 = m01.sum(axis=1), m12.sum(axis=1)
+        a02 = (m01 * before(m12)).sum(axis=1)
+        b2 = self.horizon * dt
+        b1 = (m12 * steps * dt).sum(axis=1)
+        b0 = (m01 * before(m12 * steps * dt)).sum(axis=1)
+        g1 = affine.sum(axis=1)
+        g0 = (m01 * before(affine)).sum(axis=1)
+        g2 = 0.0
         err0 = lateral_error + a01 * heading_error + a02 * steering + g0
         err1 = normalize_angle(heading_error + a12 * steering + g1)
         err2 = normalize_angle(steering + g2)

@@ -273,7 +273,7 @@ class RoadNetwork:
 
 
 def _area_table(geoms: dict[int, object]) -> pd.DataFrame:
-    return pd.DataFrame({"fid": list(geoms), "geometry": list(geoms.values())})
+    return pd.DataFrame({"fid": np.array(list(geoms), dtype=np.int64), "geometry": list(geoms.values())})
 
 
 def _slice(points: np.ndarray, s: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -151,6 +151,11 @@ def build_corridor(net: RoadNetwork, frame: _Frame, rng: np.random.Generator, fa
     net.walkways[net.new_id()] = _strip(ref, walk_fwd, walk_fwd + side * WALKWAY_WIDTH)
     net.walkways[net.new_id()] = _strip(ref, edge_bwd - side * 0.3, edge_bwd - side * (0.3 + WALKWAY_WIDTH))
     tile = Tile(family, net, [], ego_start, traffic_density=float(rng.uniform(0.5, 1.3)))
+    for s_drive in rng.uniform(20.0, total - 20.0, size=int(rng.integers(1, 4))):
+        # Driveways: drivable asphalt from the road edge across the walkway (nuPlan `generic_drivable_areas`).
+        net.generic_drivable[net.new_id()] = shapely.intersection(
+            _cross_band(ref, s_ref, float(s_drive), 5.0, 40.0), _strip(ref, edge_fwd, walk_fwd + side * WALKWAY_WIDTH)
+        )
     if parking:
         net.carparks[net.new_id()] = _strip(ref, edge_fwd, walk_fwd)
         s_park = ego_start - 20.0
@@ -246,6 +251,8 @@ class _Arm:
     length: float
     incoming: list[Roadblock] = field(default_factory=list)
     outgoing: list[Roadblock] = field(default_factory=list)
+    crosswalk_id: int = 0
+    walk_ends: np.ndarray | None = None  # (2, 2) curb points at both ends of the crosswalk
 
 
 def build_intersection(net: RoadNetwork, frame: _Frame, rng: np.random.Generator, family: str, travel: float) -> Tile:
@@ -281,7 +288,6 @@ def build_intersection(net: RoadNetwork, frame: _Frame, rng: np.random.Generator
         _arm_furniture(net, frame, arm, half, width)
 
     cross_turn = "right" if net.left_hand else "left"
-    near_turn = "left" if net.left_hand else "right"
     movements: dict[tuple[int, int], list[int]] = {}
     for i, a in enumerate(arms):
         last_in = a.incoming[-1]
@@ -315,13 +321,13 @@ def build_intersection(net: RoadNetwork, frame: _Frame, rng: np.random.Generator
     conn = movements[(ego_arm, exit_arm)][int(rng.integers(0, len(movements[(ego_arm, exit_arm)])))]
     k = arms[ego_arm].incoming[-1].lane_ids.index(net.lanes[conn].predecessors[0])
     start_lane = arms[ego_arm].incoming[0].lane_ids[k]
-    route = follow_lanes(net, start_lane, arms[ego_arm].length - 3.0)
-    route = route[:-1] if net.lanes[route[-1]].is_connector else route
+    route = [start_lane]
+    while route[-1] != net.lanes[conn].predecessors[0]:
+        route.append(net.lanes[route[-1]].successors[0])
     route += follow_lanes(net, conn, 10_000.0)
     tile.ego_route = route
     tile.ego_start_s = arms[ego_arm].length - approach_dist
     tile.traffic_entries = [lane for arm in arms for lane in arm.incoming[0].lane_ids]
-    del near_turn
     return tile
 
 

@@ -1,0 +1,422 @@
+"""The traffic world: lane-following IDM vehicles, pedestrians on crosswalks, lights, and static objects.
+
+Every moving vehicle (the ego included) follows a `PathTrack`, the concatenated centerlines of its lane route.
+Its acceleration comes from IDM against the closest constraint ahead: an object in its corridor, a red or
+yellow light, a crosswalk with a walker on it, a turn or merge that must yield, or a tight curve. Objects are
+found geometrically (projected onto the path), so stopped obstacles, merging cars and pedestrians all brake a
+driver through the same code. Simulation runs at 10 Hz; the log writer records every 5th step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+from shapely.geometry import LineString
+
+from irlvla_env.synthetic import geometry2d as g2
+from irlvla_env.synthetic.road_network import RoadNetwork
+from irlvla_env.synthetic.scenarios import STOP_LINE_SETBACK, PedestrianPlan, StaticObject, Tile, follow_lanes
+from irlvla_env.synthetic.signals import GREEN, RED, YELLOW
+
+DT = 0.1  # [s] simulation step
+COMFORT_DECEL = 2.5  # [m/s^2] a driver stops for a yellow light only if this suffices
+LOOKAHEAD = 80.0  # [m]
+
+
+class PathTrack:
+    """A drivable path: polyline at ~1 m, arclength, lane id per vertex, headings and curvature."""
+
+    def __init__(self, net: RoadNetwork, lane_route: list[int], points: np.ndarray | None = None,
+                 lane_ids: np.ndarray | None = None) -> None:  # fmt: skip
+        self.lane_route = list(lane_route)
+        if points is None:
+            pieces, ids = [], []
+            for lane_id in lane_route:
+                pts = net.lanes[lane_id].centerline
+                pts = pts[1:] if pieces else pts
+                pieces.append(pts)
+                ids.append(np.full(len(pts), lane_id))
+            points, lane_ids = np.concatenate(pieces), np.concatenate(ids)
+        self.points = points
+        self.lane_ids = lane_ids
+        self.s = g2.arclength(points)
+        self.heading = np.unwrap(g2.headings(points))
+        self.kappa = np.clip(np.nan_to_num(g2.curvature(points)), -0.5, 0.5)
+        # Where each lane begins and ends along the path.
+        self.lane_span: dict[int, tuple[float, float]] = {}
+        for lane_id in dict.fromkeys(lane_ids.tolist()):
+            idx = np.flatnonzero(lane_ids == lane_id)
+            self.lane_span[int(lane_id)] = (float(self.s[idx[0]]), float(self.s[idx[-1]]))
+
+    @property
+    def length(self) -> float:
+        return float(self.s[-1])
+
+    def pose(self, s: float) -> np.ndarray:
+        x, y = g2.interpolate(self.points, self.s, s)
+        return np.array([x, y, np.interp(s, self.s, self.heading)])
+
+    def lane_at(self, s: float) -> int:
+        return int(self.lane_ids[min(np.searchsorted(self.s, s), len(self.s) - 1)])
+
+    def crossings(self, polygons: dict[int, object]) -> list[tuple[int, float, float]]:
+        """`(polygon id, s_in, s_out)` for every polygon the path runs through."""
+        line = LineString(self.points)
+        out = []
+        for pid, poly in polygons.items():
+            if not line.intersects(poly):
+                continue
+            part = line.intersection(poly)
+            coords = np.concatenate([np.asarray(g.coords) for g in getattr(part, "geoms", [part]) if not g.is_empty])
+            s_vals, _ = g2.project(coords, self.points, self.s)
+            out.append((pid, float(s_vals.min()), float(s_vals.max())))
+        return out
+
+
+@dataclass
+class DriverParams:
+    """IDM parameters of one driver."""
+
+    speed_factor: float = 1.0  # desired speed / speed limit
+    headway: float = 1.5  # [s]
+    min_gap: float = 2.0  # [m]
+    a_max: float = 1.5  # [m/s^2]
+    b_comf: float = 2.0  # [m/s^2]
+    a_lat: float = 2.0  # [m/s^2] lateral acceleration a driver accepts in curves
+    max_decel: float = 6.0  # [m/s^2]
+
+
+@dataclass
+class Agent:
+    """A moving vehicle; the box centre (or, for the ego, the rear axle) runs along `path` at arclength `s`."""
+
+    track_token: str
+    path: PathTrack
+    s: float
+    v: float
+    size: tuple[float, float, float]  # length, width, height [m]
+    params: DriverParams
+    front: float  # distance from the reference point to the front bumper [m]
+    name: str = "vehicle"
+    a: float = 0.0
+    alive: bool = True
+    is_ego: bool = False
+    brake_plan: tuple[float, float, float, float] | None = None  # (t_start, decel, v_low, hold)
+    crossings: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def pose(self) -> np.ndarray:
+        return self.path.pose(self.s)
+
+
+@dataclass
+class Walker:
+    """A pedestrian following its plan's polyline."""
+
+    track_token: str
+    plan: PedestrianPlan
+    s: float = 0.0
+    v: float = 0.0
+    alive: bool = True
+    crossing: bool = False
+
+    def __post_init__(self) -> None:
+        self.s_path = g2.arclength(self.plan.path)
+
+    def pose(self) -> np.ndarray:
+        x, y = g2.interpolate(self.plan.path, self.s_path, self.s)
+        i = min(int(np.searchsorted(self.s_path, self.s)), len(self.s_path) - 1)
+        h = float(g2.headings(self.plan.path)[i])
+        return np.array([x, y, h])
+
+
+def token(*parts: object, n: int = 16) -> str:
+    """A deterministic hex token from its parts (so a seed reproduces every id)."""
+    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:n]
+
+
+@dataclass
+class ObjectTable:
+    """Positions and states of everything in the world at one step, for vectorised corridor checks."""
+
+    xy: np.ndarray  # (N, 2)
+    heading: np.ndarray
+    speed: np.ndarray
+    length: np.ndarray
+    width: np.ndarray
+    is_vehicle: np.ndarray
+    owner: list  # Agent | Walker | StaticObject
+
+
+class World:
+    """All objects of one tile, stepped at 10 Hz."""
+
+    def __init__(self, tile: Tile, rng: np.random.Generator, log_key: str) -> None:
+        self.tile = tile
+        self.net = tile.network
+        self.rng = rng
+        self.log_key = log_key
+        self.t = 0.0
+        self.agents: list[Agent] = []
+        self.walkers = [Walker(token(log_key, "ped", i), plan) for i, plan in enumerate(tile.pedestrians)]
+        self.statics = list(tile.statics)
+        self.static_tokens = [token(log_key, "static", i) for i in range(len(self.statics))]
+        self.light_state: dict[int, int] = {}
+        self._spawn_count = 0
+        self._update_lights()
+
+    # ------------------------------------------------------------------------------------------ population
+    def new_agent(self, lane_route: list[int], s: float, v: float, params: DriverParams, is_ego: bool = False,
+                  size: tuple[float, float, float] | None = None) -> Agent:  # fmt: skip
+        path = PathTrack(self.net, lane_route)
+        if size is None:
+            size = (float(self.rng.uniform(4.2, 5.2)), float(self.rng.uniform(1.8, 2.05)), float(self.rng.uniform(1.45, 1.9)))
+        front = 4.049 if is_ego else size[0] / 2.0
+        key = "ego" if is_ego else f"veh{self._spawn_count}"
+        self._spawn_count += 0 if is_ego else 1
+        agent = Agent(token(self.log_key, key), path, s, v, size, params, front, is_ego=is_ego)
+        agent.crossings = path.crossings(self.net.crosswalks)
+        self.agents.append(agent)
+        return agent
+
+    def random_params(self) -> DriverParams:
+        r = self.rng
+        return DriverParams(float(r.uniform(0.8, 1.1)), float(r.uniform(1.0, 1.8)), float(r.uniform(1.5, 3.0)),
+                            float(r.uniform(1.0, 2.0)), float(r.uniform(1.8, 2.6)))  # fmt: skip
+
+    def random_route(self, entry_lane: int) -> list[int]:
+        return follow_lanes(self.net, entry_lane, 5000.0, prefer=lambda succ: int(self.rng.choice(succ)))
+
+    def populate(self, ego: Agent) -> None:
+        """Fill the tile's lanes with traffic at the tile's density, clear of the ego and of each other."""
+        spacing = 40.0 / max(self.tile.traffic_density, 1e-3)
+        ego_xy = ego.pose()[:2]
+        for entry in self.tile.traffic_entries:
+            route = self.random_route(entry)
+            path = PathTrack(self.net, route)
+            s = float(self.rng.uniform(0.0, spacing))
+            while s < path.length - 30.0:
+                xy = path.pose(s)[:2]
+                lane = path.lane_at(s)
+                if lane not in self.tile.no_spawn_lanes and self._is_free(xy, 9.0) and np.linalg.norm(xy - ego_xy) > 14.0:
+                    params = self.random_params()
+                    limit = self.net.lanes[lane].speed_limit
+                    self.new_agent(route, s, limit * params.speed_factor * float(self.rng.uniform(0.5, 0.9)), params)
+                s += spacing * float(self.rng.uniform(0.5, 1.6))
+
+    def _is_free(self, xy: np.ndarray, radius: float) -> bool:
+        pts = [a.pose()[:2] for a in self.agents if a.alive] + [np.array(o.pose[:2]) for o in self.statics]
+        return not pts or float(np.min(np.linalg.norm(np.array(pts) - xy, axis=1))) > radius
+
+    def add_lead_brake(self, ego: Agent) -> None:
+        """A car ahead of the ego that will brake hard, stay slow for a while, and drive on."""
+        gap = float(self.rng.uniform(18.0, 35.0))
+        params = self.random_params()
+        v = ego.v * float(self.rng.uniform(0.9, 1.05))
+        lead = self.new_agent(ego.path.lane_route, ego.s + ego.front + gap, v, params)
+        lead.brake_plan = (float(self.rng.uniform(4.0, 14.0)), float(self.rng.uniform(2.5, 3.5)),
+                           float(self.rng.uniform(0.0, 4.0)), float(self.rng.uniform(1.5, 5.0)))  # fmt: skip
+
+    def inflow(self) -> None:
+        """New cars enter at the tile's entries when there is room (keeps traffic going through long logs)."""
+        rate = 0.04 * self.tile.traffic_density  # [1/s] per entry lane
+        for entry in self.tile.traffic_entries:
+            if entry in self.tile.no_spawn_lanes or self.rng.random() > rate * DT:
+                continue
+            start = self.net.lanes[entry].centerline[0]
+            if self._is_free(start, 15.0):
+                params = self.random_params()
+                self.new_agent(self.random_route(entry), 0.0, self.net.lanes[entry].speed_limit * 0.8, params)
+
+    # ------------------------------------------------------------------------------------------- stepping
+    def _update_lights(self) -> None:
+        self.light_state = {}
+        for plan in self.tile.signals:
+            self.light_state.update(plan.states(self.t))
+
+    def objects(self) -> ObjectTable:
+        owners: list = [a for a in self.agents if a.alive] + [w for w in self.walkers if w.alive] + self.statics
+        poses, speed, length, width, is_vehicle = [], [], [], [], []
+        for o in owners:
+            if isinstance(o, Agent):
+                pose = o.pose()
+                if o.is_ego:  # the ego's reference is its rear axle: shift to the box centre
+                    pose = pose + np.array([1.461 * np.cos(pose[2]), 1.461 * np.sin(pose[2]), 0.0])
+                poses.append(pose), speed.append(o.v), length.append(o.size[0]), width.append(o.size[1])
+                is_vehicle.append(True)
+            elif isinstance(o, Walker):
+                poses.append(o.pose()), speed.append(o.v), length.append(0.7), width.append(0.7)
+                is_vehicle.append(False)
+            else:
+                poses.append(np.array(o.pose)), speed.append(0.0), length.append(o.size[0]), width.append(o.size[1])
+                is_vehicle.append(False)
+        poses = np.array(poses).reshape(-1, 3)
+        return ObjectTable(poses[:, :2], poses[:, 2], np.array(speed), np.array(length), np.array(width),
+                           np.array(is_vehicle, dtype=bool), owners)  # fmt: skip
+
+    def step(self, ego_controller: object | None = None) -> None:
+        """Advance every object by `DT`; the ego's acceleration comes from `ego_controller.accel(world, ego)`."""
+        table = self.objects()
+        accels = []
+        for agent in self.agents:
+            if not agent.alive:
+                accels.append(0.0)
+            elif agent.is_ego and ego_controller is not None:
+                accels.append(ego_controller.accel(self, agent, table))
+            else:
+                accels.append(self._traffic_accel(agent, table))
+        for agent, a in zip(self.agents, accels):
+            if not agent.alive:
+                continue
+            agent.a = float(max(a, -agent.v / DT))
+            agent.v = max(agent.v + agent.a * DT, 0.0)
+            agent.s += agent.v * DT
+            if agent.s >= agent.path.length - 1.0 and not agent.is_ego:
+                agent.alive = False
+        self._step_walkers(table)
+        self.t += DT
+        self._update_lights()
+        self.inflow()
+
+    def _traffic_accel(self, agent: Agent, table: ObjectTable) -> float:
+        a = idm_accel(self, agent, table)
+        if agent.brake_plan is not None:
+            t0, decel, v_low, hold = agent.brake_plan
+            if t0 <= self.t < t0 + hold + (agent.v - v_low) / decel + 0.5 and agent.v > v_low:
+                a = min(a, -decel)
+            elif t0 <= self.t < t0 + hold + 8.0:
+                a = min(a, 0.0) if agent.v <= v_low and self.t < t0 + hold + 2.0 else a
+        return a
+
+    def _step_walkers(self, table: ObjectTable) -> None:
+        vehicle_xy = table.xy[table.is_vehicle]
+        vehicle_speed = table.speed[table.is_vehicle]
+        for w in self.walkers:
+            if not w.alive or self.t < w.plan.start_time:
+                w.v = 0.0
+                continue
+            at_curb = w.plan.crosswalk_id is not None and w.plan.crossing_s[0] - 1.0 <= w.s < w.plan.crossing_s[0]
+            go = True
+            if at_curb and not w.crossing:
+                if w.plan.gate_connectors:
+                    go = all(self.light_state.get(c, RED) == RED for c in w.plan.gate_connectors)
+                else:  # unsignalised: wait while a car is close and not slow
+                    near = np.linalg.norm(vehicle_xy - w.pose()[:2], axis=1) < 25.0
+                    go = not np.any(near & (vehicle_speed > 2.0))
+                w.crossing = go
+            w.v = w.plan.speed if go else 0.0
+            w.s += w.v * DT
+            if w.s >= w.s_path[-1]:
+                w.alive = False
+
+
+def idm_accel(world: World, agent: Agent, table: ObjectTable, path: PathTrack | None = None, s: float | None = None) -> float:
+    """IDM acceleration of `agent` against its closest constraint along `path` (default: its own)."""
+    path = agent.path if path is None else path
+    s = agent.s if s is None else s
+    p = agent.params
+    lane = world.net.lanes[path.lane_at(s)]
+    v0 = max(lane.speed_limit * p.speed_factor, 1.0)
+    v = agent.v
+    gap, v_lead = _closest_constraint(world, agent, table, path, s)
+    # Curves: the fastest speed from which the driver can still slow to every curve speed ahead.
+    ahead = (path.s >= s) & (path.s <= s + LOOKAHEAD)
+    if np.any(ahead):
+        k = np.abs(path.kappa[ahead]) + 1e-6
+        v_curve = np.minimum(np.sqrt(p.a_lat / k), 0.55 / k)
+        v0 = min(v0, float(np.min(np.sqrt(v_curve**2 + 2.0 * 1.2 * np.maximum(path.s[ahead] - s - 3.0, 0.0)))))
+    free = 1.0 - (v / v0) ** 4 if v <= v0 else -p.b_comf * (1.0 - (v0 / v) ** 2)
+    a = p.a_max * free
+    if gap < np.inf:
+        s_star = p.min_gap + max(0.0, v * p.headway + v * (v - v_lead) / (2.0 * np.sqrt(p.a_max * p.b_comf)))
+        a = min(a, p.a_max * (1.0 - (v / v0) ** 4 - (s_star / max(gap, 0.1)) ** 2))
+    return float(np.clip(a, -p.max_decel, p.a_max))
+
+
+def _closest_constraint(world: World, agent: Agent, table: ObjectTable, path: PathTrack, s: float) -> tuple[float, float]:
+    """Distance from the front bumper to the nearest thing to stop behind, and that thing's speed."""
+    front = s + agent.front
+    best_gap, best_v = path.length - 1.0 - front, 0.0  # the end of the path
+    # Objects in the corridor ahead.
+    me = next((i for i, o in enumerate(table.owner) if o is agent), -1)
+    xy = path.pose(s)[:2]
+    near = np.linalg.norm(table.xy - xy, axis=1) < LOOKAHEAD + 10.0
+    if me >= 0:
+        near[me] = False
+    idx = np.flatnonzero(near)
+    if len(idx):
+        lo = np.searchsorted(path.s, max(s - 5.0, 0.0))
+        hi = min(np.searchsorted(path.s, s + LOOKAHEAD), len(path.s) - 1)
+        if hi - lo >= 2:
+            window = path.points[lo : hi + 1]
+            s_obj, lat = g2.project(table.xy[idx], window, path.s[lo : hi + 1])
+            h_path = np.interp(s_obj, path.s, path.heading)
+            dh = np.abs(np.angle(np.exp(1j * (table.heading[idx] - h_path))))
+            half = 0.5 * (agent.size[1] + table.width[idx]) + 0.25
+            relevant = (np.abs(lat) < half) & (s_obj > front - 0.5 * table.length[idx]) & (s_obj < s + LOOKAHEAD - 1)
+            relevant &= (dh < 1.0) | (table.speed[idx] < 0.5) | ~table.is_vehicle[idx]
+            for j in np.flatnonzero(relevant):
+                # Longitudinal extent of a box seen along the path.
+                ext = 0.5 * abs(table.length[idx[j]] * np.cos(dh[j])) + 0.5 * abs(table.width[idx[j]] * np.sin(dh[j]))
+                gap = s_obj[j] - ext - front
+                if gap < best_gap:
+                    best_gap, best_v = gap, float(table.speed[idx[j]] * np.cos(dh[j]))
+    for gap in _stop_points(world, agent, path, s, front):
+        if gap < best_gap:
+            best_gap, best_v = gap, 0.0
+    return best_gap, max(best_v, 0.0)
+
+
+def _stop_points(world: World, agent: Agent, path: PathTrack, s: float, front: float) -> list[float]:
+    """Gaps to virtual stop lines: lights, yielding turns and merges, and occupied crosswalks."""
+    net, out = world.net, []
+    v = agent.v
+    for lane_id, (start, _end) in path.lane_span.items():
+        if start < front - 1.0 or start > front + LOOKAHEAD:
+            continue
+        conn = net.lanes[lane_id]
+        if not conn.is_connector:
+            continue
+        stop = start - (STOP_LINE_SETBACK + 0.6 if conn.has_signal else 0.5)
+        gap = stop - front
+        if conn.has_signal and gap > -0.5:
+            state = world.light_state.get(lane_id, GREEN)
+            if state == RED or (state == YELLOW and gap > v * v / (2.0 * COMFORT_DECEL) + 0.5 * v):
+                out.append(gap)
+                continue
+        if conn.yield_to and gap > -0.5 and _must_yield(world, agent, conn.yield_to):
+            out.append(gap)
+    for cw_id, s_in, _s_out in (agent.crossings if path is agent.path else path.crossings(net.crosswalks)):
+        gap = s_in - 1.5 - front
+        if -0.5 < gap < LOOKAHEAD and any(w.alive and w.crossing and w.plan.crosswalk_id == cw_id
+                                         and w.plan.crossing_s[0] - 1.0 <= w.s <= w.plan.crossing_s[1] + 0.5
+                                         for w in world.walkers):  # fmt: skip
+            out.append(gap)
+    return out
+
+
+def _must_yield(world: World, me: Agent, priority: list[int]) -> bool:
+    """Whether a car with priority is on, or soon to be on, one of the `priority` connectors."""
+    net = world.net
+    feeders = {net.lanes[c].predecessors[0]: c for c in priority}
+    for other in world.agents:
+        if other is me or not other.alive:
+            continue
+        lane_id = other.path.lane_at(other.s + other.front)
+        if lane_id in priority:
+            return True
+        if lane_id in feeders and world.light_state.get(feeders[lane_id], GREEN) != RED and other.v > 1.0:
+            span = other.path.lane_span.get(lane_id)
+            if span is not None and span[1] - (other.s + other.front) < max(12.0, 4.5 * other.v):
+                return True
+    return False
+
+
+def static_boxes(statics: list[StaticObject]) -> np.ndarray:
+    """`(N, 6)` `x, y, heading, length, width, height` of static objects."""
+    return np.array([[*o.pose, *o.size] for o in statics]).reshape(-1, 6)
+
+
+__all__ = ["DT", "Agent", "DriverParams", "PathTrack", "World", "idm_accel", "shapely"]

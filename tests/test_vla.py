@@ -1,0 +1,142 @@
+"""The IRL-VLA policy: config, the three modules, the DDIM Gaussian the PPO stage relies on, IL and checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.vla.anchors import TrajectoryNormalizer, kinematic_prior_trajectories, kmeans_anchors
+from agents.vla.bev import BEVReasoning, perception_losses
+from agents.vla.config import VLAConfig
+from agents.vla.planner import DiffusionPlanner, PlannerContext
+from agents.vla.semantic import PromptTokenizer, SemanticReasoning, driving_prompt
+
+torch.set_num_threads(1)
+TINY = dict(d_model=32, num_heads=2, vlm_hidden_size=32, vlm_intermediate_size=64, vision_hidden_size=32,
+            vision_intermediate_size=64, vlm_layers=1, vision_layers=1, lidar_bev_size=32, camera_height=32,
+            camera_width=128, vision_tile_size=32, bev_semantic_height=16, bev_semantic_width=32, max_agents=4,
+            num_anchors=6, planner_layers=1)
+
+
+def tiny_config(**changes) -> VLAConfig:
+    return VLAConfig(**{**TINY, **changes})
+
+
+def test_config_round_trips_and_rejects_bad_values():
+    config = tiny_config(num_inference_steps=5, vlm_path=None)
+    assert VLAConfig.from_json(config.to_json()) == config
+    real = VLAConfig.real(vlm_path="/models/smolvlm")
+    assert real.num_anchors == 20 and real.vlm_path == "/models/smolvlm"
+    assert VLAConfig.from_dict(json.loads(real.to_json())) == real
+    with pytest.raises(ValueError, match="unknown keys.*'dmodel'"):
+        VLAConfig.from_dict({"dmodel": 3})
+    with pytest.raises(ValueError, match="num_heads"):
+        VLAConfig(d_model=30, num_heads=4)
+    with pytest.raises(ValueError, match="start_timestep"):
+        VLAConfig(num_inference_steps=30, start_timestep=20)
+
+
+def test_prompt_uses_only_known_words():
+    tokenizer = PromptTokenizer(tiny_config())
+    history = np.array([[0, 0, 0.1, 12.34, -0.5, 1.0, 0.0]] * 4)
+    prompts = [driving_prompt(np.eye(4)[k], history) for k in range(4)]
+    ids, mask = tokenizer.encode(prompts)
+    assert ids.shape == (4, VLAConfig().max_prompt_tokens) and mask.dtype == torch.bool
+    assert not (ids[mask] == 1).any(), "a prompt word fell outside the driving vocabulary"
+    assert not torch.equal(ids[0], ids[2])  # the command changes the prompt
+    assert mask.sum(1).max() < ids.shape[1]  # nothing truncated
+
+
+def test_modules_have_documented_shapes():
+    config = tiny_config()
+    tokenizer = PromptTokenizer(config)
+    batch = 3
+    camera = torch.rand(batch, 3, config.camera_height, config.camera_width)
+    ids, mask = tokenizer.encode(["command: turn left.", "speed 3.0 m/s", "plan the next 4 s."])
+    semantic = SemanticReasoning(config, tokenizer.vocab_size)(camera, ids, mask)
+    assert semantic.shape == (batch, config.num_semantic_tokens, config.d_model)
+
+    bev_module = BEVReasoning(config)
+    bev = bev_module(torch.rand(batch, 2, config.lidar_bev_size, config.lidar_bev_size), camera)
+    assert bev.tokens.shape == (batch, config.bev_grid**2, config.d_model)
+    assert bev.semantic_logits.shape == (batch, config.bev_semantic_classes, 16, 32)
+    assert bev.agent_states.shape == (batch, config.max_agents, 5) and bev.agent_logits.shape == (batch, 4)
+    assert bev.agent_states[..., :2].abs().max() <= config.lidar_range
+    planner_tokens = bev_module.planner_tokens(bev)
+    assert planner_tokens.shape == (batch, (config.bev_grid // config.planner_bev_pool) ** 2 + 4, config.d_model)
+    targets = {
+        "bev_semantic_map": torch.randint(0, 7, (batch, 16, 32)),
+        "agent_states": torch.randn(batch, 6, 5),
+        "agent_labels": torch.tensor([[1, 1, 0, 0, 0, 0], [0] * 6, [1] * 6], dtype=torch.bool),
+    }
+    losses = perception_losses(bev.semantic_logits, bev.agent_states, bev.agent_logits, targets)
+    assert set(losses) == {"bev_semantic", "agent_class", "agent_box"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match="bev_semantic_height"):
+        perception_losses(bev.semantic_logits, bev.agent_states, bev.agent_logits,
+                          {"bev_semantic_map": torch.zeros(batch, 8, 8, dtype=torch.long)})
+
+
+def test_kmeans_anchors_and_normalizer():
+    trajectories = kinematic_prior_trajectories()
+    anchors = kmeans_anchors(trajectories, 10)
+    assert anchors.shape == (10, 8, 3)
+    assert np.array_equal(anchors, kmeans_anchors(trajectories, 10))  # seeded
+    # every trajectory is within the spread of the data from its nearest anchor
+    distance = np.linalg.norm(trajectories[:, None, :, :2] - anchors[None, :, :, :2], axis=-1).mean(-1).min(1)
+    spread = np.linalg.norm(trajectories[:, :, :2] - trajectories[:, :, :2].mean(0), axis=-1).mean()
+    assert distance.mean() < 0.5 * spread
+    normalizer = TrajectoryNormalizer((-1.0, -20.0, -2.0), (55.0, 26.0, 1.9))
+    poses = torch.as_tensor(trajectories, dtype=torch.float32)
+    assert torch.allclose(normalizer.denormalize(normalizer.normalize(poses)), poses, atol=1e-4)
+    with pytest.raises(ValueError, match="at least num_anchors"):
+        kmeans_anchors(trajectories[:3], 10)
+
+
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+@pytest.mark.parametrize("stride", [1, 10, 50])
+def test_ddim_gaussian_matches_scheduler_step(eta, stride):
+    planner = DiffusionPlanner(tiny_config())
+    scheduler = planner.scheduler
+    scheduler.set_timesteps(scheduler.config.num_train_timesteps // stride)
+    assert scheduler.config.num_train_timesteps // scheduler.num_inference_steps == stride
+    generator = torch.Generator().manual_seed(stride)
+    for t in (stride - 1, 2 * stride - 1, 20 * stride - 1):  # the last one ends at prev = -1 (ᾱ = 1)
+        x_t = torch.randn(2, 3, 8, 3, generator=generator) * 0.5
+        x0 = torch.randn(2, 3, 8, 3, generator=generator)  # some entries beyond ±1: the clamp is exercised
+        noise = torch.randn(2, 3, 8, 3, generator=generator)
+        expected = scheduler.step(
+            x0, t, x_t, eta=eta, variance_noise=noise, use_clipped_model_output=True
+        ).prev_sample
+        mean, std = planner.step_gaussian(x0, x_t, torch.tensor(t), torch.tensor(t - stride), eta)
+        assert torch.allclose(mean + std * noise, expected, atol=1e-5), (t, stride, eta)
+        if t == stride - 1:
+            assert std == 0  # last step: ᾱ_prev = 1, so the mean is the clamped x0 itself
+            assert torch.allclose(mean, x0.clamp(-1, 1), atol=1e-6)
+
+
+def test_step_log_prob_reproduces_sampling_and_has_gradients():
+    config = tiny_config()
+    planner = DiffusionPlanner(config)
+    batch = 3
+    context = PlannerContext(torch.randn(batch, 10, config.d_model), torch.randn(batch, config.d_model))
+    for steps in (1, 2, 5):
+        chain = planner.sample_chain(context, num_steps=steps, generator=torch.Generator().manual_seed(steps))
+        assert chain.samples.shape == (batch, steps + 1, 8, 3) and chain.log_probs.shape == (batch, steps)
+        assert chain.modes.shape == (batch, config.num_anchors, 8, 3)
+        assert (chain.stds >= config.min_std).all()
+        again = planner.step_log_prob(context, chain)
+        assert torch.allclose(again, chain.log_probs, rtol=1e-5, atol=1e-3)
+        from_samples = planner.step_log_prob(context, chain.samples)  # what a rollout buffer stores
+        assert torch.allclose(from_samples, again)
+    looser = planner.step_log_prob(context, chain, min_std=0.1)
+    assert not torch.allclose(looser, again)
+    looser.sum().backward()
+    assert planner.offset_head[0].weight.grad.abs().sum() > 0
+    # deterministic chains are reproducible; stochastic ones differ
+    first = planner.sample_chain(context, deterministic=True).samples
+    assert torch.equal(first, planner.sample_chain(context, deterministic=True).samples)
+    assert not torch.equal(first, planner.sample_chain(context).samples)
