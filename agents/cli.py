@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction, groups: dict) -> None:
     evaluate.add_argument("--split", default="navtest", help="split to score (default navtest)")
     evaluate.add_argument("--max-scenes", type=int, help="score only the first N scenes")
     evaluate.add_argument("--data-root", help="dataset root (default $OPENSCENE_DATA_ROOT or the synthetic data)")
+    evaluate.add_argument("--maps-root", help="map root (default $NUPLAN_MAPS_ROOT or <data-root>/maps)")
     evaluate.add_argument("--run-dir", help="output folder (default <exp_root>/eval/<timestamp>)")
-    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    evaluate.add_argument("--metric-cache", help="metric cache root (default <exp_root>/metric_cache)")
+    evaluate.add_argument("--workers", type=int, default=1, help="scoring processes (more than 1 uses Ray)")
     evaluate.set_defaults(func=_evaluate)
 
 

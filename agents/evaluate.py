@@ -17,13 +17,13 @@ import pandas as pd
 
 from agents.abstract_agent import CONFIG_NAME, AbstractAgent, atomic_write_text
 from agents.registry import PARAMETER_FREE, agent_class, make_agent
+from agents.training.config import resolve_roots
 from irlvla_env import paths
 from irlvla_env.navsim.loader import load_split
 from irlvla_env.scoring.columns import METRIC_COLUMNS
-from irlvla_env.scoring.evaluate import evaluate_agent
+from irlvla_env.scoring.evaluate import SUMMARY_TOKEN, evaluate_agent
 from irlvla_env.scoring.metric_cache import MetricCacheStore
 
-SUMMARY_ROW = "average_all_frames"
 TABLE_COLUMNS = (*METRIC_COLUMNS, "EPDMS")
 
 
@@ -58,9 +58,9 @@ def load_agent(name: str, checkpoint: Path | None) -> AbstractAgent:
 
 def summarise(rows: pd.DataFrame) -> dict[str, float]:
     """The short-named sub-scores and EPDMS of an agent's `average_all_frames` row."""
-    summary = rows[rows["token"] == SUMMARY_ROW]
+    summary = rows[rows["token"] == SUMMARY_TOKEN]
     if summary.empty:
-        raise ValueError(f"evaluation result has no {SUMMARY_ROW!r} row")
+        raise ValueError(f"evaluation result has no {SUMMARY_TOKEN!r} row")
     row = summary.iloc[0]
     values = {short: float(row[column]) for short, column in METRIC_COLUMNS.items()}
     values["EPDMS"] = float(row["score"])
@@ -81,25 +81,34 @@ def evaluate_agents(
     split: str = "navtest",
     max_scenes: int | None = None,
     data_root: str | Path | None = None,
+    maps_root: str | Path | None = None,
     run_dir: str | Path | None = None,
-    progress: bool = True,
+    metric_cache: str | Path | None = None,
+    num_workers: int = 1,
 ) -> pd.DataFrame:
-    """Score every agent on `split`; write per-agent CSVs and the summary into `run_dir`; return the summary."""
+    """Score every agent on `split`; write per-agent CSVs and the summary into `run_dir`; return the summary.
+
+    Metric caches are shared with `irlvla score` (default `<exp_root>/metric_cache`) and built on first use;
+    `num_workers > 1` scores over Ray.
+    """
     run_dir = Path(run_dir) if run_dir else paths.exp_root() / "eval" / datetime.now().strftime("%Y.%m.%d.%H.%M.%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    root = Path(data_root) if data_root else paths.data_root()
-    store = MetricCacheStore(paths.exp_root() / "metric_cache" / split)
+    root, maps = resolve_roots(data_root, maps_root)
+    store = MetricCacheStore(Path(metric_cache) if metric_cache else paths.exp_root() / "metric_cache")
     table = {}
     for name, checkpoint in specs:
         agent = load_agent(name, checkpoint)
-        scenes = load_split(split, root, sensor_config=agent.get_sensor_config(), max_scenes=max_scenes)
+        scenes = load_split(split, root, agent.get_sensor_config(), maps, max_scenes=max_scenes)
         if len(scenes) == 0:
             raise ValueError(f"split {split!r} under {root} has no scenes to score")
-        rows = evaluate_agent(agent, scenes, store, progress=progress)
+        rows = evaluate_agent(agent, scenes, store, num_workers=num_workers, write_csv=False)
         rows.to_csv(run_dir / f"{name}.csv")
+        for token, error in list(rows.attrs.get("errors", {}).items())[:3]:
+            print(f"{name}: invalid scene {token}: {error}")
         table[name] = summarise(rows)
     summary = pd.DataFrame.from_dict(table, orient="index", columns=list(TABLE_COLUMNS))
     summary.index.name = "agent"
+    summary.attrs["run_dir"] = str(run_dir)
     summary.to_csv(run_dir / "summary.csv")
     atomic_write_text(run_dir / "summary.md", markdown_table(summary))
     return summary
@@ -111,8 +120,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         split=args.split,
         max_scenes=args.max_scenes,
         data_root=args.data_root,
+        maps_root=args.maps_root,
         run_dir=args.run_dir,
-        progress=not args.no_progress,
+        metric_cache=args.metric_cache,
+        num_workers=args.workers,
     )
     print(markdown_table(summary))
+    print(f"table: {summary.attrs['run_dir']}/summary.md")
     return 0

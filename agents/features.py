@@ -7,16 +7,12 @@ tensors without a batch dimension, so the training cache can store them per toke
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
-
 import numpy as np
 import torch
 
 from agents.abstract_agent import AbstractFeatureBuilder, AbstractTargetBuilder
 from irlvla_env.navsim.dataclasses import DEFAULT_SAMPLING, AgentInput, Scene, TrajectorySampling
-from irlvla_env.observations import ObservationConfig, build_observation, required_sensors
+from irlvla_env.observations import ObservationConfig, build_observation
 from irlvla_env.observations.targets import agent_box_targets, bev_semantic_map
 
 
@@ -50,11 +46,10 @@ class ObservationFeatureBuilder(AbstractFeatureBuilder):
 
     def get_unique_name(self) -> str:
         # The cache must not mix observations rendered with different sizes or sensors.
-        digest = hashlib.sha1(json.dumps(asdict(self.config), sort_keys=True, default=str).encode()).hexdigest()[:8]
-        return f"observation_{digest}"
+        return f"observation_{self.config.config_hash()}"
 
     def compute_features(self, agent_input: AgentInput) -> dict[str, torch.Tensor]:
-        _check_sensors_present(agent_input, self.config)
+        """Raises `MissingSensorError` (a `ValueError`) naming a sensor the loader did not read."""
         observation = build_observation(agent_input, self.config)
         camera = torch.from_numpy(np.ascontiguousarray(observation["camera"])).permute(2, 0, 1).float() / 255.0
         return {
@@ -100,24 +95,8 @@ class PerceptionTargetBuilder(AbstractTargetBuilder):
         annotations = scene.frames[scene.current_index].annotations
         states, labels = agent_box_targets(annotations, self.max_agents)
         return {
-            "bev_semantic_map": torch.as_tensor(bev, dtype=torch.long),
+            "bev_semantic_map": torch.from_numpy(np.asarray(bev, dtype=np.int64)),
             "agent_states": torch.as_tensor(states, dtype=torch.float32),
             "agent_labels": torch.as_tensor(labels, dtype=torch.bool),
         }
 
-
-def _check_sensors_present(agent_input: AgentInput, config: ObservationConfig) -> None:
-    """Fail with the sensor's name when the loader did not read a sensor the observation needs."""
-    wanted = required_sensors(config)
-    for index, (cameras, lidar) in enumerate(zip(agent_input.cameras, agent_input.lidars)):
-        for name, camera in cameras.items():
-            if wanted.wants(name, index) and camera.image is None:
-                raise ValueError(
-                    f"agent input has no image for {name} at history index {index}, but the observation config "
-                    "asks for it; load scenes with the agent's get_sensor_config()"
-                )
-        if wanted.wants("lidar_pc", index) and lidar.lidar_pc is None:
-            raise ValueError(
-                f"agent input has no lidar_pc at history index {index}, but the observation config asks for it; "
-                "load scenes with the agent's get_sensor_config()"
-            )

@@ -16,8 +16,9 @@ import numpy as np
 from shapely.geometry import LineString, box
 
 from irlvla_env.synthetic.render import (
-    CLASS_COLORS, MATERIAL_COLORS, MATERIAL_INTENSITY, RenderMap, SensorRenderer, _ray_box_distance,
+    CLASS_COLORS, MATERIAL_COLORS, MATERIAL_INTENSITY, RenderMap, SensorRenderer,
 )  # fmt: skip
+from irlvla_env.synthetic.lidar_cast import ray_box_distance
 from irlvla_env.synthetic.sensors import LidarSpec, default_rig
 
 
@@ -59,7 +60,7 @@ def naive_camera(renderer: SensorRenderer, name: str, pose: np.ndarray, boxes: n
     for v in range(spec.height):
         for u in range(spec.width):
             ray = rays[v, u] / np.linalg.norm(rays[v, u])
-            nearest = min((float(_ray_box_distance(origin, ray, b)) for b in boxes), default=np.inf)
+            nearest = min((float(ray_box_distance(origin, ray, b)) for b in boxes), default=np.inf)
             ground = -origin[2] / ray[2] if ray[2] < 0 else np.inf
             if nearest < ground:
                 image[v, u] = CLASS_COLORS["vehicle"]
@@ -80,7 +81,7 @@ def naive_lidar(renderer: SensorRenderer, pose: np.ndarray, boxes: np.ndarray) -
     for ray in spec.ray_directions().reshape(-1, 3):
         best = -origin[2] / ray[2] if ray[2] < 0 else np.inf
         for b in boxes:
-            best = min(best, float(_ray_box_distance(origin, ray, b)))
+            best = min(best, float(ray_box_distance(origin, ray, b)))
         if best <= spec.max_range:
             hit = origin[:2] + best * ray[:2]
             row, col = renderer._raster_index(hit)
@@ -122,7 +123,8 @@ def main() -> None:
     lidar_full = timed(lambda: full.render_lidar(poses[0], boxes, names), args.repeats)
     points = full.render_lidar(poses[0], boxes, names).shape[1]
 
-    small = SensorRenderer(city, rig=default_rig(tuple(args.naive_size)), lidar=LidarSpec(num_beams=8, horizontal_resolution_deg=2.0))
+    sparse_lidar = LidarSpec(num_beams=8, horizontal_resolution_deg=2.0)
+    small = SensorRenderer(city, rig=default_rig(tuple(args.naive_size)), lidar=sparse_lidar)
     fast_small_cam = timed(lambda: small.render_cameras(poses[0], boxes, names, cameras=["CAM_F0"]), args.repeats)
     naive_small_cam = timed(lambda: naive_camera(small, "CAM_F0", poses[0], boxes), 1)
     fast_small_lidar = timed(lambda: small.render_lidar(poses[0], boxes, names), args.repeats)
@@ -134,12 +136,14 @@ def main() -> None:
     print(f"{f'camera {w}x{h}, per camera, new pose each frame':58s} {per_camera_moving:9.2f} {'':>10s} {'':>9s}")
     print(f"{f'camera {w}x{h}, per camera, same pose (raster cached)':58s} {per_camera_static:9.2f}")
     print(f"{f'material raster {full.raster_size}x{full.raster_size} (once per pose)':58s} {raster_ms:9.2f}")
-    print(f"{f'lidar {full.lidar.num_beams}x{full.lidar.num_azimuths} rays, per sweep ({points} pts)':58s} {lidar_full:9.2f}")
+    sweep = f"lidar {full.lidar.num_beams}x{full.lidar.num_azimuths} rays, per sweep ({points} pts)"
+    print(f"{sweep:58s} {lidar_full:9.2f}")
     sw, sh = args.naive_size
     print(f"{f'camera {sw}x{sh} (CAM_F0) vs per-pixel loop':58s} {fast_small_cam:9.2f} {naive_small_cam:10.1f} "
           f"{naive_small_cam / fast_small_cam:8.0f}x")  # fmt: skip
     print(f"{f'lidar {small.lidar.num_beams}x{small.lidar.num_azimuths} rays vs per-ray loop':58s} "
-          f"{fast_small_lidar:9.2f} {naive_small_lidar:10.1f} {naive_small_lidar / fast_small_lidar:8.0f}x")  # fmt: skip
+          f"{fast_small_lidar:9.2f} {naive_small_lidar:10.1f} "
+          f"{naive_small_lidar / fast_small_lidar:8.0f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ class EPDMSReward:
     `get_scene_from_token`) and written to the store, so a second run starts warm.
 
     :param metric_cache_root: folder of a `MetricCacheStore`; default `exp_root()/metric_cache`.
-    :param loader: optional scene loader used to build caches that are not on disk yet.
+    :param loader: optional scene loader used to build caches that are not on disk yet, or a split name
+        (`"navtest"`) whose loader is made on the first missing cache.
     :param cache_size: metric caches kept in memory.
     :param scorer_config: a `ScorerConfig`, default the navsim settings.
     """
@@ -123,7 +124,7 @@ class EPDMSReward:
     def __init__(
         self,
         metric_cache_root: str | Path | None = None,
-        loader: Any | None = None,
+        loader: Any | str | None = None,
         cache_size: int = 256,
         scorer_config: Any | None = None,
     ) -> None:
@@ -147,6 +148,10 @@ class EPDMSReward:
         elif self.loader is not None:
             from irlvla_env.scoring.metric_cache import build_metric_cache
 
+            if isinstance(self.loader, str):
+                from irlvla_env.navsim.loader import load_split
+
+                self.loader = load_split(self.loader)
             cache = build_metric_cache(self.loader.get_scene_from_token(token))
             self.store.put(cache)
         else:
@@ -223,6 +228,12 @@ def _resolve_factory(name: str) -> RewardFactory:
 CHECKPOINT_TYPE_KEY = "reward_model_type"
 
 
+def _checked(model: Any, what: str) -> RewardModel:
+    if not callable(getattr(model, "predict", None)):
+        raise TypeError(f"{what} gave {model!r}, which has no predict(observations, trajectories, tokens)")
+    return model
+
+
 def make_reward_model(spec: RewardModel | str | Path, **kwargs: Any) -> RewardModel:
     """Resolve a reward model from an object, a registered name, or a checkpoint folder.
 
@@ -230,11 +241,9 @@ def make_reward_model(spec: RewardModel | str | Path, **kwargs: Any) -> RewardMo
     is called with `checkpoint=<folder>`. Keyword arguments go to the factory.
     """
     if not isinstance(spec, (str, Path)):
-        if not callable(getattr(spec, "predict", None)):
-            raise TypeError(f"reward model object {spec!r} has no predict(observations, trajectories, tokens)")
-        return spec
+        return _checked(spec, "reward model object")
     if isinstance(spec, str) and spec in _REGISTRY:
-        return _resolve_factory(spec)(**kwargs)
+        return _checked(_resolve_factory(spec)(**kwargs), f"factory of {spec!r}")
     path = Path(spec).expanduser()
     if path.is_dir():
         config_path = path / "config.json"
@@ -246,7 +255,7 @@ def make_reward_model(spec: RewardModel | str | Path, **kwargs: Any) -> RewardMo
             raise ValueError(f"{config_path} must be a JSON object with a {CHECKPOINT_TYPE_KEY!r} key") from err
         if kind not in _REGISTRY:
             raise ValueError(f"{config_path}: unknown {CHECKPOINT_TYPE_KEY} {kind!r}; known: {available_reward_models()}")
-        return _resolve_factory(kind)(checkpoint=path, **kwargs)
+        return _checked(_resolve_factory(kind)(checkpoint=path, **kwargs), f"factory of {kind!r}")
     raise ValueError(
         f"unknown reward model {str(spec)!r}: not a registered name ({', '.join(available_reward_models())}) "
         "and not a checkpoint folder"

@@ -16,6 +16,7 @@ def _common(parser: argparse.ArgumentParser, split: str) -> None:
     parser.add_argument("--split", default=split, help=f"split whose candidates are labelled (default {split})")
     parser.add_argument("--max-scenes", type=int, help="use only the first N scenes")
     parser.add_argument("--data-root", help="dataset root (default $OPENSCENE_DATA_ROOT or the synthetic data)")
+    parser.add_argument("--maps-root", help="map root (default $NUPLAN_MAPS_ROOT or the synthetic maps)")
     parser.add_argument("--labels-dir", help="labelled shards folder (default <exp_root>/rwm_labels/<split>-<digest>)")
     parser.add_argument("--workers", type=int, default=1, help="parallel labelling workers (Ray when > 1)")
     parser.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction, groups: dict) -> None:
 def _labelling(args: argparse.Namespace):
     from reward_models.labelling import LabellingConfig
 
-    return LabellingConfig(split=args.split, data_root=args.data_root, max_scenes=args.max_scenes,
+    return LabellingConfig(split=args.split, data_root=args.data_root, maps_root=args.maps_root, max_scenes=args.max_scenes,
                            num_workers=args.workers, ray_address=args.ray_address)
 
 

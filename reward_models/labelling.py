@@ -42,6 +42,7 @@ class LabellingConfig:
 
     :param split: NAVSIM split whose scenes are labelled.
     :param data_root: dataset root (None: `$OPENSCENE_DATA_ROOT` or the synthetic world).
+    :param maps_root: map root (None: `$NUPLAN_MAPS_ROOT` or the default).
     :param max_scenes: cap on scenes (None: all).
     :param shard_size: scenes per shard file (the unit of resumption and of parallel work).
     :param num_workers: parallel Ray workers; 1 labels in-process without Ray.
@@ -53,6 +54,7 @@ class LabellingConfig:
 
     split: str = "navtrain"
     data_root: str | None = None
+    maps_root: str | None = None
     max_scenes: int | None = None
     shard_size: int = 32
     num_workers: int = 1
@@ -97,13 +99,13 @@ class LabellingConfig:
 
 
 @functools.lru_cache(maxsize=4)
-def _sensor_loader(split: str, data_root: str | None, observation_items: tuple) -> Any:
+def _sensor_loader(split: str, data_root: str | None, maps_root: str | None, observation_items: tuple) -> Any:
     """A loader that reads the sensors the observation needs; one per worker process."""
     from irlvla_env.navsim.loader import load_split
     from irlvla_env.observations import ObservationConfig, required_sensors
 
     config = ObservationConfig(**dict(observation_items))
-    return load_split(split, data_root=data_root, sensor_config=required_sensors(config))
+    return load_split(split, data_root=data_root, sensor_config=required_sensors(config), maps_root=maps_root)
 
 
 def label_scene(
@@ -178,7 +180,9 @@ def label_shard(
 
     observation_config = ObservationConfig(**config.observation)
     if loader is None:
-        loader = _sensor_loader(config.split, config.data_root, tuple(sorted(config.observation.items())))
+        loader = _sensor_loader(
+            config.split, config.data_root, config.maps_root, tuple(sorted(config.observation.items()))
+        )
     generator = CandidateGenerator(vocabulary, config.candidates, policy)
     rows = [
         label_scene(loader.get_scene_from_token(token), generator, observation_config, config.resolved_metric_cache_root())
@@ -240,7 +244,7 @@ def label_split(
     if tokens is None:
         from irlvla_env.navsim.loader import load_split
 
-        tokens = load_split(config.split, data_root=config.data_root, max_scenes=config.max_scenes).tokens
+        tokens = load_split(config.split, config.data_root, maps_root=config.maps_root, max_scenes=config.max_scenes).tokens
     tokens = [str(t) for t in tokens][: config.max_scenes]
     if not tokens:
         raise ValueError(f"no scenes to label for split {config.split!r}")

@@ -299,8 +299,9 @@ class RewardWorldModel(nn.Module):
         attended = self.attention_out(attended.transpose(1, 2).reshape(s, k, p, cfg.width))
         parts = [poses, attended]
         if ctx.bev is not None:
-            # grid_sample: x indexes width, y height; BEV rows run along ego x (forward), columns along ego y.
-            grid = (trajectories[..., [1, 0]].float() / cfg.bev_range_m).reshape(s, k * p, 1, 2)
+            # BEV layout (irlvla_env.observations.lidar_bev): row 0 is x = +range (ahead), column 0 is y = +range
+            # (left). grid_sample's first coordinate runs over columns, the second over rows, both from -1 to 1.
+            grid = (-trajectories[..., [1, 0]].float() / cfg.bev_range_m).reshape(s, k * p, 1, 2)
             sampled = F.grid_sample(ctx.bev, grid, align_corners=False, padding_mode="border")  # (S, w, K*P, 1)
             parts.append(sampled.squeeze(-1).transpose(1, 2).reshape(s, k, p, cfg.width))
         mixed = self.pose_mixer(torch.cat(parts, dim=-1))
@@ -403,6 +404,18 @@ def observations_to_tensors(
             raise ValueError(f"observations[{key!r}] contains NaN or inf")
         out[key] = torch.as_tensor(array, device=device)
     return out
+
+
+def observation_shapes(observations: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The `RWMConfig` fields fixed by a batch of observations (camera size, BEV size, history length)."""
+    shapes: dict[str, Any] = {}
+    if "camera" in observations:
+        shapes["camera_shape"] = tuple(int(v) for v in observations["camera"].shape[1:3])
+    if "lidar_bev" in observations:
+        shapes["lidar_channels"], shapes["lidar_bins"] = (int(v) for v in observations["lidar_bev"].shape[1:3])
+    if "ego_status" in observations:
+        shapes["num_history"] = int(observations["ego_status"].shape[1])
+    return shapes
 
 
 class RWMRewardModel:

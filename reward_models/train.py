@@ -28,7 +28,7 @@ from reward_models.candidates import ensure_vocabulary
 from reward_models.evaluate import fidelity_metrics
 from reward_models.irl import RWMLossConfig, rwm_loss
 from reward_models.labelling import LabelledScenes, LabellingConfig, label_split
-from reward_models.model import RewardWorldModel, RWMConfig, RWMPrediction, observations_to_tensors
+from reward_models.model import RewardWorldModel, RWMConfig, RWMPrediction, observation_shapes, observations_to_tensors
 
 # Ablation variants: overrides of the default config, applied by name.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -109,7 +109,8 @@ def vocabulary_for(config: RWMTrainConfig) -> np.ndarray:
     from irlvla_env.navsim.loader import load_split
 
     path = config.resolved_vocabulary_path()
-    loader = None if path.is_file() else load_split("navtrain", data_root=config.labelling.data_root)
+    lab = config.labelling
+    loader = None if path.is_file() else load_split("navtrain", lab.data_root, maps_root=lab.maps_root)
     return ensure_vocabulary(path, loader, size=config.vocabulary_size, seed=config.seed)
 
 
@@ -226,7 +227,14 @@ def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progre
     data = data if data is not None else LabelledScenes.load(config.resolved_labels_dir())
     if len(data) < 2:
         raise ValueError(f"need at least 2 labelled scenes to train, got {len(data)}")
-    model_config = replace(config.model, ec_available=config.loss.ec_available and data.ec_available)
+    from irlvla_env.observations import ObservationConfig
+
+    model_config = replace(
+        config.model,
+        ec_available=config.loss.ec_available and data.ec_available,
+        bev_range_m=ObservationConfig(**config.labelling.observation).lidar_bev_range,
+        **observation_shapes(data.observations),
+    )
     train, val = data.split(config.val_fraction, seed=config.seed)
     if len(val) == 0:
         val = train
@@ -248,6 +256,8 @@ def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progre
         optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=True))
         state = json.loads((resume / "trainer_state.json").read_text())
         start_epoch, best_score = state["epoch"] + 1, state["best_score"]
+        if start_epoch >= config.epochs:
+            return (run_dir / "best").resolve()
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch), pct_start=0.1,
             last_epoch=start_epoch * steps_per_epoch - 1,
@@ -275,8 +285,8 @@ def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progre
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                bar.set_postfix(loss=f"{float(loss):.3f}")
-                writer.add_scalar("train/loss", float(loss), step)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                writer.add_scalar("train/loss", float(loss.detach()), step)
                 for name, value in parts.items():
                     writer.add_scalar(f"train/{name}", value, step)
             metrics = validate(model, val, config)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from agents.abstract_agent import AbstractAgent
 from agents.baselines import ConstantVelocityAgent, EgoStatusMLPAgent, HumanAgent, TransfuserAgent
 from agents.baselines.transfuser import hungarian_agent_loss
+from agents.evaluate import evaluate_agents, parse_agent_specs
 from agents.registry import make_agent
 from agents.training.cache import FeatureCache
 from agents.training.config import ILConfig
@@ -24,6 +26,7 @@ from irlvla_env.navsim.dataclasses import (
     Lidar,
     Scene,
     SceneMetadata,
+    SensorConfig,
     Trajectory,
 )
 from irlvla_env.navsim.loader import load_split
@@ -81,6 +84,12 @@ def scenes() -> list[Scene]:
         make_scene(f"s{i}", speed=float(rng.uniform(2, 12)), yaw_rate=float(rng.uniform(-0.2, 0.2)), command=i % 4)
         for i in range(6)
     ]
+
+
+def navtest(root, agent: AbstractAgent | None, max_scenes: int):
+    """The tiny synthetic navtest split with the sensors `agent` asks for (none without an agent)."""
+    sensors = agent.get_sensor_config() if agent is not None else SensorConfig.build_no_sensors()
+    return load_split("navtest", root, sensors, root / "maps", max_scenes=max_scenes)
 
 
 def tiny_transfuser_batch(batch: int = 4, queries: int = 4) -> tuple[dict, dict]:
@@ -231,7 +240,7 @@ def test_every_agent_plans_a_valid_trajectory_from_sensors(synthetic_root):
         make_agent("human"),
         make_agent("transfuser", **TINY_TRANSFUSER),
     ):
-        loader = load_split("navtest", synthetic_root, sensor_config=agent.get_sensor_config(), max_scenes=1)
+        loader = navtest(synthetic_root, agent, max_scenes=1)
         scene = loader.get_scene_from_token(loader.tokens[0])
         trajectory = agent.compute_trajectory(loader.get_agent_input_from_token(loader.tokens[0]), scene)
         assert isinstance(trajectory, Trajectory) and trajectory.poses.shape == (8, 3), agent.name()
@@ -240,14 +249,14 @@ def test_every_agent_plans_a_valid_trajectory_from_sensors(synthetic_root):
 
 def test_missing_sensor_is_a_clear_error(synthetic_root):
     agent = make_agent("transfuser", **TINY_TRANSFUSER)
-    loader = load_split("navtest", synthetic_root, max_scenes=1)  # no sensors loaded
-    with pytest.raises(ValueError, match="cam_f0|lidar_pc"):
+    loader = navtest(synthetic_root, None, max_scenes=1)  # no sensors loaded
+    with pytest.raises(ValueError, match="cam_l0 at history index 3"):
         agent.compute_trajectory(loader.get_agent_input_from_token(loader.tokens[0]))
 
 
 def test_transfuser_targets_from_a_scene(synthetic_root):
     agent = make_agent("transfuser", **TINY_TRANSFUSER)
-    loader = load_split("navtest", synthetic_root, sensor_config=agent.get_sensor_config(), max_scenes=2)
+    loader = navtest(synthetic_root, agent, max_scenes=2)
     scenes = [loader.get_scene_from_token(token) for token in loader.tokens]
     features, targets = batch_of(agent, scenes)
     assert features["camera"].dtype == torch.float32 and 0 <= features["camera"].min() <= features["camera"].max() <= 1
@@ -288,3 +297,21 @@ def test_empty_split_is_a_clear_error(tmp_path):
     config = ILConfig(data_root=str(tmp_path / "data"), run_dir=str(tmp_path / "run"), progress=False)
     with pytest.raises(ValueError, match="has no scenes"):
         train(config)
+
+
+def test_eval_scores_agents_and_writes_the_table(synthetic_root, tmp_path):
+    model = tmp_path / "mlp"
+    EgoStatusMLPAgent(hidden_layer_dim=16).save_pretrained(model)
+    specs = parse_agent_specs(f"constant_velocity, human, ego_status_mlp={model}")
+    summary = evaluate_agents(specs, "navtest", max_scenes=2, data_root=synthetic_root, run_dir=tmp_path / "eval",
+                              metric_cache=tmp_path / "metric_cache")  # fmt: skip
+    assert list(summary.index) == ["constant_velocity", "human", "ego_status_mlp"]
+    assert list(summary.columns) == ["NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC", "EPDMS"]
+    assert summary.to_numpy().min() >= 0 and summary.to_numpy().max() <= 1
+    assert summary.loc["human", "DAC"] == 1.0  # the logged drive stays on the road
+    written = pd.read_csv(tmp_path / "eval" / "summary.csv", index_col="agent")
+    np.testing.assert_allclose(written.to_numpy(), summary.to_numpy())
+    assert "| human |" in (tmp_path / "eval" / "summary.md").read_text()
+    assert len(pd.read_csv(tmp_path / "eval" / "human.csv")) == 3  # two scenes and the average row
+    with pytest.raises(ValueError, match="unknown agent"):
+        parse_agent_specs("constant_velocity,nope")

@@ -191,7 +191,7 @@ def test_render_map_from_map_api_classifies_markings():
 
 def test_lidar_box_culling_matches_brute_force(renderer):
     """The azimuth/elevation windows must not drop a single box hit: compare with a per-ray slab test."""
-    from irlvla_env.synthetic.render import _ray_box_distance
+    from irlvla_env.synthetic.lidar_cast import ray_box_distance
 
     spec = LidarSpec(num_beams=12, horizontal_resolution_deg=3.0, range_noise_std=0.0, dropout=0.0)
     fast = SensorRenderer(renderer.map, lidar=spec)
@@ -202,7 +202,43 @@ def test_lidar_box_culling_matches_brute_force(renderer):
     points = fast.render_lidar(EGO_POSE, boxes, ["vehicle"] * len(boxes))
     origin, rays = np.asarray(spec.mount), spec.ray_directions().reshape(-1, 3)
     ground = np.where(rays[:, 2] < 0, -origin[2] / np.minimum(rays[:, 2], -1e-12), np.inf)
-    nearest = np.min(np.stack([ground] + [_ray_box_distance(origin, rays, b) for b in boxes]), axis=0)
+    nearest = np.min(np.stack([ground] + [ray_box_distance(origin, rays, b) for b in boxes]), axis=0)
     keep = nearest <= spec.max_range
     expected = origin + nearest[keep, None] * rays[keep]
     np.testing.assert_allclose(points[:3].T, expected, atol=1e-4)
+
+
+def test_render_map_falls_back_to_offset_centerlines_without_boundaries():
+    from irlvla_env.navsim.map_api import NuPlanMap
+
+    layers = _tiny_map_layers()
+    layers["lanes_polygons"] = layers["lanes_polygons"].drop(columns=["left_boundary_fid", "right_boundary_fid"])
+    del layers["boundaries"]
+    render_map = RenderMap.from_map_api(NuPlanMap(layers, "us-nv-las-vegas-strip"))
+    ys = {kind: [round(line.coords[0][1], 6) for line in getattr(render_map, kind)]
+          for kind in ("dashed_white", "solid_yellow", "solid_white")}  # fmt: skip
+    assert ys == {"dashed_white": [0.0], "solid_yellow": [3.5], "solid_white": [-3.5]}
+
+
+def test_traffic_light_heads_show_their_state(renderer):
+    head = np.array([*to_global(np.array([[20.0, 0.0]]))[0], HEADING])
+    road_map = RenderMap(drivable=renderer.map.drivable, signal_heads={"42": head})
+    lights = SensorRenderer(road_map)
+    front = lights.rig["CAM_F0"]
+    u, v = front.project(front.ego_to_camera(np.array([20.0, 0.0, 5.0])))
+    empty = np.zeros((0, 7))
+    red = lights.render_cameras(EGO_POSE, empty, [], ["CAM_F0"], traffic_lights=[(42, True)])["CAM_F0"]
+    green = lights.render_cameras(EGO_POSE, empty, [], ["CAM_F0"], traffic_lights=[(42, False)])["CAM_F0"]
+    none = lights.render_cameras(EGO_POSE, empty, [], ["CAM_F0"], traffic_lights=[(7, True)])["CAM_F0"]
+    assert np.argmax(red[int(v), int(u)]) == 0 and np.argmax(green[int(v), int(u)]) == 1
+    np.testing.assert_array_equal(none, lights.render_cameras(EGO_POSE, empty, [], ["CAM_F0"])["CAM_F0"])
+
+
+def test_signal_heads_sit_over_the_connector_entry_nudged_towards_the_turn():
+    from irlvla_env.synthetic.render_map import _signal_head
+
+    straight = _signal_head(LineString([(0, 0), (20, 0)]))
+    np.testing.assert_allclose(straight, [0.0, 0.0, 0.0], atol=1e-9)
+    left_turn = _signal_head(LineString([(0, 0), (5, 0), (10, 5), (10, 15)]))
+    assert left_turn[1] > 0.5 and left_turn[0] == pytest.approx(0.0) and left_turn[2] == pytest.approx(0.0)
+    assert _signal_head(LineString([(0, 0), (0, 10), (-8, 12)]))[0] < 0  # heading +y, turning left = -x

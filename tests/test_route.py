@@ -215,3 +215,79 @@ def test_driving_command_on_the_target_road_and_one_hot(crossroads: NuPlanMap) -
 def test_bad_pose_is_rejected(crossroads: NuPlanMap) -> None:
     with pytest.raises(ValueError, match="ego_pose"):
         route.driving_command(crossroads, ["1"], np.array([np.nan, 0.0, 0.0]))
+
+
+# -------------------------------------------------------------------------------------------------- PDM-Closed
+def _observation(cars: list[tuple[float, float, float]], steps: int = 41):
+    """Vehicles `(x, y, speed)` heading east at constant speed."""
+    from irlvla_env.scoring.observation import Observation
+
+    n = len(cars)
+    t = 0.1 * np.arange(steps)[:, None]
+    centers = np.stack([np.array([c[0] for c in cars])[None] + t * np.array([c[2] for c in cars])[None],
+                        np.broadcast_to(np.array([c[1] for c in cars], dtype=float), (steps, n))], axis=-1)  # fmt: skip
+    speeds = np.array([c[2] for c in cars], dtype=float)
+    return Observation(
+        tokens=np.array([f"car{i}" for i in range(n)], dtype=object), types=np.array(["vehicle"] * n, dtype=object),
+        sizes=np.tile([4.5, 2.0], (n, 1)).reshape(n, 2), first_headings=np.zeros(n), first_speeds=speeds,
+        present=np.ones((steps, n), dtype=bool), centers=centers.reshape(steps, n, 2), headings=np.zeros((steps, n)),
+        velocities=np.stack([np.broadcast_to(speeds, (steps, n)), np.zeros((steps, n))], axis=-1),
+        red_light_ids=np.array([], dtype=object), red_light_polygons=np.array([], dtype=object),
+        red_light_active=np.zeros((steps, 0), dtype=bool),
+    )  # fmt: skip
+
+
+def _pdm_setup(crossroads: NuPlanMap, roadblocks: list[str], x: float, speed: float):
+    from irlvla_env.scoring.drivable_map import build_drivable_map
+    from irlvla_env.simulation import vehicle as V
+
+    ego = np.zeros(V.STATE_SIZE)
+    ego[:4] = [x, 1.75, 0.0, speed]
+    plan = route.plan_route(crossroads, roadblocks, ego[:3])
+    return ego, plan, build_drivable_map(crossroads, V.centers(ego[:3]))
+
+
+def test_pdm_closed_stops_behind_a_stopped_vehicle(crossroads: NuPlanMap) -> None:
+    from irlvla_env.scoring.pdm_closed import plan_pdm_closed
+    from irlvla_env.simulation import vehicle as V
+
+    ego, plan, drivable = _pdm_setup(crossroads, ["1", "101", "2"], -80.0, 10.0)
+    free = plan_pdm_closed(ego, _observation([]), plan, drivable, crossroads)
+    assert free.shape == (51, V.STATE_SIZE) and np.allclose(free[:, 1], 1.75)
+    assert free[-1, 0] - ego[0] > 45.0 and np.all(np.diff(free[:, 0]) >= 0)
+    blocked = plan_pdm_closed(ego, _observation([(-50.0, 1.75, 0.0)]), plan, drivable, crossroads)
+    front = blocked[:, 0] + V.FRONT_LENGTH
+    assert front.max() < -50.0 - 2.25  # never reaches the rear of the stopped car
+    assert front[-1] > -50.0 - 2.25 - 6.0  # but closes up to it
+    assert np.abs(np.diff(blocked[-5:, 0])).max() < 0.1  # (nearly) at rest: IDM creeps up below 1 m/s
+
+
+def test_pdm_closed_stops_for_a_red_light(crossroads: NuPlanMap) -> None:
+    from irlvla_env.scoring.pdm_closed import plan_pdm_closed
+    from irlvla_env.simulation import vehicle as V
+
+    ego, plan, drivable = _pdm_setup(crossroads, ["1", "102", "3"], -30.0, 6.0)
+    green = plan_pdm_closed(ego, _observation([]), plan, drivable, crossroads, red_connector_ids=[])
+    assert green[-1, 1] > 5.0  # turned left into roadblock 3
+    red = plan_pdm_closed(ego, _observation([]), plan, drivable, crossroads, red_connector_ids=["1021", "1012"])
+    assert red[:, 0].max() + V.FRONT_LENGTH < 0.0 and np.allclose(red[:, 1], 1.75)
+    assert np.all(np.diff(red[-10:, 0], n=2) < 0)  # still braking towards the stop at the connector
+
+
+def test_pdm_closed_returns_the_best_scored_proposal(crossroads: NuPlanMap) -> None:
+    from irlvla_env.scoring.pdm_closed import plan_pdm_closed
+
+    ego, plan, drivable = _pdm_setup(crossroads, ["1", "101", "2"], -80.0, 10.0)
+    calls = []
+
+    def prefer(index: int):
+        def score(states, observation, centerline, lane_ids, drivable_map):
+            calls.append(states.shape)
+            return np.eye(len(states))[index]
+        return score
+
+    left_slow = plan_pdm_closed(ego, _observation([]), plan, drivable, crossroads, score_fn=prefer(10))
+    right_fast = plan_pdm_closed(ego, _observation([]), plan, drivable, crossroads, score_fn=prefer(9))
+    assert calls == [(15, 41, 11), (15, 41, 11)]
+    assert np.allclose(left_slow[1:, 1], 1.75 + 1.0) and np.allclose(right_fast[1:, 1], 1.75 - 1.0)
+    assert left_slow[-1, 0] < right_fast[-1, 0]  # 0.2 vs 1.0 × the speed limit

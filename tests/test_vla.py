@@ -140,3 +140,166 @@ def test_step_log_prob_reproduces_sampling_and_has_gradients():
     first = planner.sample_chain(context, deterministic=True).samples
     assert torch.equal(first, planner.sample_chain(context, deterministic=True).samples)
     assert not torch.equal(first, planner.sample_chain(context).samples)
+
+
+# -- the whole agent ------------------------------------------------------------------------------------------------
+
+
+def handful_of_scenes(agent, n: int = 4):
+    """Hand-built features/targets of `n` scenes whose futures are distinct arcs and whose inputs tell them apart."""
+    from agents.vla.anchors import kinematic_prior_trajectories
+
+    config = agent.config
+    generator = torch.Generator().manual_seed(0)
+    trajectories = torch.tensor(kinematic_prior_trajectories()[[10, 30, 50, 75][:n]], dtype=torch.float32)
+    ego = torch.zeros(n, config.num_history, 7)
+    ego[:, :, 3] = trajectories[:, :1, 0] / 0.5  # current speed consistent with the first pose
+    command = torch.eye(4)[[1, 0, 2, 1][:n]]
+    ids, mask = agent.tokenizer.encode([driving_prompt(c.numpy(), e.numpy()) for c, e in zip(command, ego)])
+    side = config.lidar_bev_size
+    features = {
+        "camera": torch.rand(n, 3, config.camera_height, config.camera_width, generator=generator),
+        "lidar_bev": torch.rand(n, 2, side, side, generator=generator),
+        "ego_history": ego,
+        "command": command,
+        "prompt_ids": ids,
+        "prompt_mask": mask,
+    }
+    targets = {
+        "trajectory": trajectories,
+        "bev_semantic_map": torch.randint(0, 7, (n, config.bev_semantic_height, config.bev_semantic_width),
+                                          generator=generator),
+        "agent_states": torch.randn(n, 3, 5, generator=generator) * 5,
+        "agent_labels": torch.tensor([[1, 1, 0]] * n, dtype=torch.bool),
+    }
+    return features, targets
+
+
+def test_agent_forward_loss_and_optimizer():
+    from agents.vla import VLAAgent
+
+    agent = VLAAgent(**TINY)
+    features, targets = handful_of_scenes(agent, 3)
+    predictions = agent(features)
+    assert predictions["trajectory"].shape == (3, 8, 3)
+    assert predictions["modes"].shape == (3, 6, 8, 3) and predictions["confidences"].shape == (3, 6)
+    assert predictions["bev_semantic_logits"].shape == (3, 7, 16, 32)
+    terms = agent.compute_loss(features, targets, predictions)
+    assert set(terms) == {"loss", "trajectory_reg", "trajectory_cls", "bev_semantic", "agent_class", "agent_box"}
+    terms["loss"].backward()
+    assert agent.semantic.vlm.vision_model.embeddings.patch_embedding.weight.grad is not None  # VLM is trained
+    groups = agent.get_optimizers().param_groups
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in agent.parameters() if p.requires_grad)
+    frozen = VLAAgent(**TINY, freeze_vlm=True)
+    assert len(frozen.get_optimizers().param_groups) == 1
+    with pytest.raises(KeyError, match="prompt_ids"):
+        agent({k: v for k, v in features.items() if k != "prompt_ids"})
+
+
+def test_observation_features_match_the_feature_builder_layout():
+    from agents.vla import VLAAgent
+
+    agent = VLAAgent(**TINY)
+    batch = 2
+    observations = {
+        "camera": np.random.default_rng(0).integers(0, 255, (batch, 32, 128, 3), dtype=np.uint8),
+        "lidar_bev": np.zeros((batch, 2, 32, 32), np.float32),
+        "ego_status": np.zeros((batch, 4, 7), np.float32),
+        "command": np.eye(4, dtype=np.float32)[[0, 2]],
+    }
+    features = agent.observation_features(observations)
+    assert features["camera"].shape == (batch, 3, 32, 128) and features["camera"].max() <= 1.0
+    context = agent.encode_context(features)
+    chain = agent.planner.sample_chain(context, generator=torch.Generator().manual_seed(0))
+    trajectory = agent.chain_trajectory(chain)
+    assert trajectory.shape == (batch, 8, 3) and torch.isfinite(trajectory).all()
+
+
+def test_vla_overfits_a_handful_of_scenes():
+    """Four scenes, full model (VLM + BEV + planner), 400 AdamW steps.
+
+    Bound: a model that ignores its inputs can at best output the mean of the four demonstrations, whose mean
+    displacement error here is ~10.8 m; overfitting must reach less than half of that, which needs the planner to
+    pick a scene-dependent mode (picking a wrong one of these anchors costs 8-30 m on that scene) and refine it.
+    """
+    from agents.vla import VLAAgent
+    from agents.vla.anchors import kinematic_prior_trajectories
+
+    torch.manual_seed(0)
+    agent = VLAAgent(**TINY, lr=1e-3)
+    agent.fit_anchors(kinematic_prior_trajectories())
+    features, targets = handful_of_scenes(agent)
+    demo = targets["trajectory"]
+    blind = (demo[:, :, :2] - demo[:, :, :2].mean(0)).norm(dim=-1).mean()
+    optimizer = agent.get_optimizers()
+    losses = []
+    for _ in range(400):
+        agent.train()
+        terms = agent.compute_loss(features, targets, agent(features))
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        losses.append(terms["loss"].item())
+    assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:20])
+    agent.eval()
+    with torch.no_grad():
+        planned = agent(features)["trajectory"]
+    l2 = (planned[:, :, :2] - demo[:, :, :2]).norm(dim=-1).mean()
+    assert l2 < blind / 2, (float(l2), float(blind))
+
+
+def test_save_load_round_trip_and_bad_checkpoints(tmp_path):
+    from agents.vla import VLAAgent
+    from agents.vla.anchors import kinematic_prior_trajectories
+
+    agent = VLAAgent(**TINY, num_inference_steps=3).eval()
+    prior = kinematic_prior_trajectories()
+    agent.fit_anchors(prior[::2] * 0.8)
+    features, _ = handful_of_scenes(agent, 2)
+    agent.save_pretrained(tmp_path / "vla")
+    loaded = VLAAgent.from_pretrained(tmp_path / "vla").eval()
+    assert loaded.config == agent.config
+    assert torch.equal(loaded.planner.anchors, agent.planner.anchors)
+    with torch.no_grad():
+        assert torch.allclose(loaded(features)["trajectory"], agent(features)["trajectory"], atol=1e-5)
+
+    config_path = tmp_path / "vla" / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved["config"]["d_model"] = 64
+    config_path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        VLAAgent.from_pretrained(tmp_path / "vla")
+    saved["config"]["not_a_field"] = 1
+    config_path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="unknown keys.*not_a_field"):
+        VLAAgent.from_pretrained(tmp_path / "vla")
+
+
+def test_semantic_module_loads_a_local_pretrained_vlm(tmp_path):
+    from transformers import Idefics3ForConditionalGeneration
+
+    config = tiny_config()
+    tokenizer = PromptTokenizer(config)
+    scratch = SemanticReasoning(config, tokenizer.vocab_size)
+    pretrained = Idefics3ForConditionalGeneration(scratch.vlm.config)
+    pretrained.save_pretrained(tmp_path / "vlm")
+    loaded = SemanticReasoning(tiny_config(vlm_path=str(tmp_path / "vlm"), freeze_vlm=True), tokenizer.vocab_size)
+    for name, value in pretrained.model.state_dict().items():
+        assert torch.equal(loaded.vlm.state_dict()[name], value), name
+    assert not any(p.requires_grad for p in loaded.vlm.parameters())
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        SemanticReasoning(tiny_config(vlm_path=str(tmp_path / "missing")), tokenizer.vocab_size)
+
+
+def test_prompt_feature_builder_reads_the_agent_input():
+    from agents.vla.policy import PromptFeatureBuilder
+    from irlvla_env.navsim.dataclasses import AgentInput, Cameras, EgoStatus, Lidar
+
+    statuses = [EgoStatus(np.array([-1.5 * (3 - i), 0, 0]), np.array([3.0, 0]), np.zeros(2), np.eye(4)[0])
+                for i in range(4)]
+    agent_input = AgentInput(statuses, [Cameras() for _ in range(4)], [Lidar() for _ in range(4)])
+    tokenizer = PromptTokenizer(tiny_config())
+    features = PromptFeatureBuilder(tokenizer).compute_features(agent_input)
+    history = np.array([[-1.5 * (3 - i), 0, 0, 3.0, 0, 0, 0] for i in range(4)])
+    ids, mask = tokenizer.encode([driving_prompt(np.eye(4)[0], history)])
+    assert torch.equal(features["prompt_ids"], ids[0]) and torch.equal(features["prompt_mask"], mask[0])

@@ -4,7 +4,7 @@ navsim's TransFuser (spec §2.4) uses two ResNet-34s and a 4096×1024 → 1024×
 architecture's parts and its loss — two convolutional backbones, a transformer over both token sets and the ego
 status, a decoder with one trajectory query and agent queries, heads for the trajectory (heading = tanh·π), the
 agent boxes (Hungarian-matched) and the BEV semantic map — at a size that trains on two CPU cores. The sizes are
-arguments, so `TransfuserAgent(**TransfuserAgent.REAL_SIZE)` gives a GPU-sized model.
+arguments; `agents.training.config.REAL_AGENT_KWARGS["transfuser"]` holds a GPU-sized set.
 """
 
 from __future__ import annotations
@@ -90,18 +90,6 @@ class TransfuserAgent(AbstractAgent):
     """
 
     NUM_BEV_CLASSES = 7  # background + road, walkways, centerlines, static objects, vehicles, pedestrians
-    REAL_SIZE: dict[str, Any] = {
-        "channels": (64, 128, 256, 512),
-        "d_model": 256,
-        "num_heads": 8,
-        "encoder_layers": 4,
-        "decoder_layers": 3,
-        "image_tokens": (8, 32),
-        "lidar_tokens": (8, 8),
-        "num_agent_queries": 30,
-        "bev_size": (128, 256),
-        "bev_resolution": 0.25,
-    }
 
     def __init__(
         self,

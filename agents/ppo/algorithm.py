@@ -32,6 +32,7 @@ class DiffusionPPO(PPO):
     def __init__(self, policy: Any, env: Any, denoising_gamma: float = 0.9, bc_coef: float = 0.0, **kwargs: Any) -> None:
         self.denoising_gamma = float(denoising_gamma)
         self.bc_coef = float(bc_coef)
+        self.minibatch_stats: dict[str, list[float]] = {}  # per-minibatch figures of the last `train()`
         policy_kwargs = kwargs.get("policy_kwargs") or {}
         core_steps = policy_kwargs.pop("num_denoising_steps", None)
         if core_steps is None:
@@ -56,7 +57,9 @@ class DiffusionPPO(PPO):
         continue_training = True
         for epoch in range(self.n_epochs):
             for data in self.rollout_buffer.get(self.batch_size):
-                values, log_prob, kl_ref = policy.evaluate_chains(data.observations, data.actions)
+                values, log_prob, kl_ref = policy.evaluate_chains(
+                    data.observations, data.actions, with_reference=self.bc_coef > 0
+                )
                 advantages = data.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -68,7 +71,7 @@ class DiffusionPPO(PPO):
                 value_loss = F.mse_loss(data.returns, values.flatten())
                 bc_loss = kl_ref.mean()
                 loss = policy_loss + self.vf_coef * value_loss + self.bc_coef * bc_loss
-                with torch.no_grad():
+                with torch.no_grad():  # k3 estimator of KL(old || new), per (env step, denoising step)
                     approx_kl = float(((ratio - 1) - log_ratio).mean())
                 pg_losses.append(policy_loss.item())
                 value_losses.append(value_loss.item())
@@ -85,6 +88,7 @@ class DiffusionPPO(PPO):
             self._n_updates += 1
             if not continue_training:
                 break
+        self.minibatch_stats = {"approx_kl": kls, "clip_fraction": clip_fractions, "policy_loss": pg_losses}
         explained = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
         self.logger.record("train/policy_gradient_loss", float(np.mean(pg_losses)))
         self.logger.record("train/value_loss", float(np.mean(value_losses)))

@@ -20,10 +20,14 @@ class RLConfig:
     :param clip_range: PPO clip of the per-step ratio.
     :param bc_coef: weight of the KL regulariser toward the frozen imitation policy (0 switches it off).
     :param uncertainty_penalty: reward -= coef * RWM uncertainty (0 switches it off).
-    :param frozen_modules: planner-model sub-modules whose weights stay fixed (the VLM by default).
+    :param frozen_modules: VLA modules whose weights stay fixed: the scene encoders (`semantic` VLM and `bev`) by
+        default, so RL fine-tunes the diffusion planner as DPPO and ReCogDrive do, and encoder outputs are cached.
     :param audit_every: rollouts between two reward-hacking audits (rule-based EPDMS on held-out scenes).
     :param audit_scenes: held-out scenes per audit.
-    :param audit_divergence: stop early when (RWM reward − rule EPDMS) grows by more than this over its first value.
+    :param audit_divergence: stop early when (RWM EPDMS − rule EPDMS) grows by more than this over its first value.
+    :param checkpoint_every: rollouts between two checkpoints (one is always written at the end).
+    :param data_root: dataset root (None: `$OPENSCENE_DATA_ROOT` or the embedded synthetic data).
+    :param num_threads: torch CPU threads (None: torch's default).
     """
 
     reward_model: Any = "rwm"
@@ -49,13 +53,15 @@ class RLConfig:
     denoising_gamma: float = 0.9
     bc_coef: float = 0.1
     uncertainty_penalty: float = 0.0
-    frozen_modules: tuple[str, ...] = ("semantic",)
+    frozen_modules: tuple[str, ...] = ("semantic", "bev")
     value_hidden: int = 128
     audit_every: int = 4
     audit_scenes: int = 32
     audit_divergence: float | None = 0.25
     checkpoint_every: int = 4
     seed: int = 0
+    data_root: str | None = None
+    num_threads: int | None = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

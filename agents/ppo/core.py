@@ -7,13 +7,13 @@ log-probability of a whole chain under the current weights is closed-form (DPPO)
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import torch
 
 
 class DiffusionCore(Protocol):
-    """A diffusion planner seen as a stochastic policy over denoising chains."""
+    """A diffusion planner seen as a stochastic policy over denoising chains (an `nn.Module` in practice)."""
 
     num_steps: int  # K
     context_dim: int  # width of `pooled(context)`, the value head's input
@@ -32,6 +32,15 @@ class DiffusionCore(Protocol):
 
     def trajectory(self, context: Any, x0: torch.Tensor) -> torch.Tensor:
         """`(B, 8, 3)` metres/radians in the ego frame from the final sample."""
+
+    def freeze(self, names: Sequence[str]) -> None:
+        """Fix the weights of the named sub-modules (they get no gradient and stay in eval mode)."""
+
+    def reference_copy(self) -> "DiffusionCore":
+        """A frozen copy of the current weights: the imitation policy a KL regulariser pulls toward.
+
+        A core may share its frozen sub-modules with the copy instead of duplicating them.
+        """
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

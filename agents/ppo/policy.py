@@ -7,7 +7,6 @@ to read the trajectory off the end (no knowledge of the planner's normalisation)
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable
 
 import numpy as np
@@ -35,7 +34,7 @@ class DiffusionPlannerPolicy(BasePolicy):
     :param core_factory: builds the trainable core (called once; a frozen copy becomes the reference policy).
     :param min_sampling_std: std floor when sampling chains.
     :param min_logprob_std: std floor when scoring chains.
-    :param frozen_modules: attribute names on the core's model whose parameters get `requires_grad=False`.
+    :param frozen_modules: sub-modules of the core whose weights stay fixed (`DiffusionCore.freeze`).
     :param value_hidden: hidden width of the value head.
     :param value_lr: learning rate of the value head (the actor uses the SB3 schedule).
     """
@@ -61,13 +60,11 @@ class DiffusionPlannerPolicy(BasePolicy):
         self.core: DiffusionCore = core_factory()
         if not isinstance(self.core, nn.Module):
             raise TypeError("the diffusion core must be a torch.nn.Module")
-        self.reference = copy.deepcopy(self.core).requires_grad_(False).eval()
         self.min_sampling_std = float(min_sampling_std)
         self.min_logprob_std = float(min_logprob_std)
         self.frozen_modules = tuple(frozen_modules)
-        for name in self.frozen_modules:
-            module = self.core.get_submodule(name)
-            module.requires_grad_(False)
+        self.core.freeze(self.frozen_modules)
+        self.reference: DiffusionCore = self.core.reference_copy()
         self.value_lr = float(value_lr)
         self.value_net = nn.Sequential(
             nn.Linear(self.core.context_dim, value_hidden), nn.Tanh(), nn.Linear(value_hidden, value_hidden),
@@ -118,20 +115,42 @@ class DiffusionPlannerPolicy(BasePolicy):
         values, log_prob, _ = self.evaluate_chains(obs, actions)
         return values, log_prob, None
 
-    def evaluate_chains(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
+    def evaluate_chains(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, with_reference: bool = True):
         """Values, per-step log-probabilities, and the per-sample KL `(B,)` to the frozen imitation policy.
 
         With equal stds, each step's KL between the current and the reference Gaussian is
         `|mean - mean_ref|^2 / (2 std^2)`, summed over steps and pose dims: a behaviour-cloning regulariser
-        evaluated exactly on the visited chain states.
+        evaluated exactly on the visited chain states. `with_reference=False` skips it (KL reported as zeros).
         """
         chain = self.unpack_chain(actions)
         context = self.core.encode(obs)
         mean, std = self.core.step_gaussians(context, chain, self.min_logprob_std)
         log_prob = gaussian_log_prob(chain[:, 1:], mean, std)
-        with torch.no_grad():
-            ref_context = self.reference.encode(obs)
-            ref_mean, _ = self.reference.step_gaussians(ref_context, chain, self.min_logprob_std)
-        kl = ((mean - ref_mean) ** 2 / (2 * std * std)).flatten(1).sum(-1)
+        if with_reference:
+            with torch.no_grad():
+                ref_context = self.reference.encode(obs)
+                ref_mean, _ = self.reference.step_gaussians(ref_context, chain, self.min_logprob_std)
+            kl = ((mean - ref_mean) ** 2 / (2 * std * std)).flatten(1).sum(-1)
+        else:
+            kl = torch.zeros(len(chain), device=chain.device)
         values = self.value_net(self.core.pooled(context).detach())
         return values, log_prob, kl
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint must hold: the core (all of it, so it exports alone) and the value head.
+
+        The reference is left out on purpose: it is the imitation checkpoint the run started from.
+        """
+        state = {f"core.{k}": v for k, v in self.core.state_dict().items()}
+        state.update({f"value_net.{k}": v for k, v in self.value_net.state_dict().items()})
+        return state
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of `trained_state_dict`; strict, so a checkpoint of another architecture fails loudly."""
+        core = {k[len("core."):]: v for k, v in state.items() if k.startswith("core.")}
+        value = {k[len("value_net."):]: v for k, v in state.items() if k.startswith("value_net.")}
+        unknown = sorted(k for k in state if not k.startswith(("core.", "value_net.")))
+        if unknown:
+            raise ValueError(f"policy checkpoint has unexpected keys {unknown[:5]}")
+        self.core.load_state_dict(core, strict=True)
+        self.value_net.load_state_dict(value, strict=True)

@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+from irlvla_env import paths
 
 Precision = Literal["auto", "no", "bf16", "fp16"]
 
@@ -34,6 +38,8 @@ class ILConfig:
     """cap on validation scenes (None: all)"""
     data_root: str | None = None
     """dataset root (None: `irlvla_env.paths.data_root()`)"""
+    maps_root: str | None = None
+    """map root (None: `$NUPLAN_MAPS_ROOT`, else `<data_root>/maps` where the synthetic generator writes them)"""
     run_dir: str | None = None
     """output folder (None: `<exp_root>/il/<agent>/<timestamp>`); an existing run resumes from its last checkpoint"""
     cache_dir: str | None = None
@@ -42,8 +48,9 @@ class ILConfig:
     epochs: int = 20
     """passes over the training split"""
     batch_size: int = 32
-    lr: float | None = 1e-3
-    """peak learning rate (None: the agent's own from `get_optimizers`)"""
+    lr: float | None = None
+    """peak learning rate of the optimizer's first parameter group, the others keep their ratio to it
+    (None: the agent's own from `get_optimizers`)"""
     warmup_steps: int = 50
     """linear warm-up before the cosine decay"""
     min_lr_ratio: float = 0.05
@@ -74,7 +81,10 @@ class ILConfig:
         """A named preset (`cpu` or `real`) with `overrides` applied."""
         if name not in PRESETS:
             raise ValueError(f"unknown IL preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return dataclasses.replace(cls(**PRESETS[name]), **overrides)
+        config = dataclasses.replace(cls(**PRESETS[name]), **overrides)
+        if name == "real" and "agent_kwargs" not in overrides:
+            config.agent_kwargs = dict(REAL_AGENT_KWARGS.get(config.agent, {}))
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,7 +96,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Real NAVSIM on GPUs (launch with `accelerate launch -m agents.training.il ...` for several):
     # navsim trains TransFuser with batch 64, lr 1e-4, 100 epochs at most and 16-bit precision.
     "real": {
-        "agent_kwargs": {},
         "max_val_scenes": None,
         "epochs": 60,
         "batch_size": 64,
@@ -96,6 +105,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_threads": None,
         "log_every": 50,
         "keep_checkpoints": 3,
+    },
+}
+
+def resolve_roots(data_root: str | Path | None, maps_root: str | Path | None) -> tuple[Path, Path]:
+    """Dataset and map roots: explicit paths win, then navsim's variables, then the synthetic layout."""
+    data = Path(data_root).expanduser() if data_root else paths.data_root()
+    if maps_root:
+        return data, Path(maps_root).expanduser()
+    if os.environ.get("NUPLAN_MAPS_ROOT"):
+        return data, paths.maps_root()
+    return data, data / "maps"
+
+
+# Agent sizes of the `real` preset. TransFuser: navsim's camera (1024x256 strip) and LiDAR grid (256x256 at
+# 0.25 m), its 30 agent queries and 128x256 BEV map, with backbones and fusion larger than the CPU default.
+REAL_AGENT_KWARGS: dict[str, dict[str, Any]] = {
+    "transfuser": {
+        "observation": {"image_height": 256, "image_width": 1024, "lidar_bev_size": 256},
+        "channels": [64, 128, 256, 512],
+        "d_model": 256,
+        "num_heads": 8,
+        "encoder_layers": 4,
+        "decoder_layers": 3,
+        "image_tokens": [8, 32],
+        "lidar_tokens": [8, 8],
+        "num_agent_queries": 30,
+        "bev_size": [128, 256],
+        "bev_resolution": 0.25,
     },
 }
 
@@ -115,6 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--data-root", help="dataset root (default $OPENSCENE_DATA_ROOT or the synthetic data)")
+    parser.add_argument("--maps-root", help="map root (default $NUPLAN_MAPS_ROOT or <data-root>/maps)")
     parser.add_argument("--run-dir", help="output folder; an existing one resumes from its last checkpoint")
     parser.add_argument("--cache-dir", help="feature cache folder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -125,7 +163,7 @@ def config_from_args(args: argparse.Namespace) -> ILConfig:
         name: getattr(args, name)
         for name in (
             "agent", "agent_kwargs", "train_split", "val_split", "max_train_scenes", "max_val_scenes", "epochs",
-            "batch_size", "lr", "precision", "num_workers", "seed", "data_root", "run_dir", "cache_dir",
+            "batch_size", "lr", "precision", "num_workers", "seed", "data_root", "maps_root", "run_dir", "cache_dir",
         )
         if getattr(args, name) is not None
     }

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from agents.abstract_agent import WEIGHTS_NAME, AbstractAgent, atomic_write_text
 from agents.registry import make_agent
 from agents.training.cache import CachedDataset, FeatureCache
-from agents.training.config import ILConfig, add_arguments, config_from_args
+from agents.training.config import ILConfig, add_arguments, config_from_args, resolve_roots
 from irlvla_env import paths
 from irlvla_env.navsim.loader import load_split
 
@@ -246,11 +246,11 @@ def train(config: ILConfig) -> dict[str, Any]:
 
     # ---- data: cache features and targets once per token
     agent = make_agent(config.agent, **config.agent_kwargs)
-    data_root = Path(config.data_root) if config.data_root else paths.data_root()
+    data_root, maps_root = resolve_roots(config.data_root, config.maps_root)
     cache = FeatureCache(cache_root(config, data_root), agent.get_feature_builders(), agent.get_target_builders())
     tokens: dict[str, list[str]] = {}
     for split, cap in ((config.train_split, config.max_train_scenes), (config.val_split, config.max_val_scenes)):
-        scenes = load_split(split, data_root, sensor_config=agent.get_sensor_config(), max_scenes=cap)
+        scenes = load_split(split, data_root, agent.get_sensor_config(), maps_root, max_scenes=cap)
         if len(scenes) == 0:
             raise ValueError(f"split {split!r} under {data_root} has no scenes; nothing to train or validate on")
         if runtime.is_main:
@@ -274,9 +274,10 @@ def train(config: ILConfig) -> dict[str, Any]:
     optimizer = agent.get_optimizers()
     if isinstance(optimizer, dict):
         optimizer = optimizer["optimizer"]
-    if config.lr is not None:
+    if config.lr is not None:  # rescale every group, so groups with their own lr ratio (e.g. a VLM) keep it
+        scale = config.lr / optimizer.param_groups[0]["lr"]
         for group in optimizer.param_groups:
-            group["lr"] = config.lr
+            group["lr"] *= scale
     total_steps = config.epochs * len(train_data)
     scheduler = warmup_cosine(optimizer, min(config.warmup_steps, max(1, total_steps // 10)), total_steps, config.min_lr_ratio)
     state = load_checkpoint(run_dir, agent, optimizer, scheduler, runtime) or TrainerState(epoch=0, step=0)

@@ -51,6 +51,21 @@ def _downsampling_cnn(cin: int, cout: int, factor: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def semantic_sampling_grid(config: VLAConfig) -> torch.Tensor:
+    """`(1, Hs, Ws, 2)` `grid_sample` coordinates of the semantic-map cell centres in the BEV feature map.
+
+    Both follow `irlvla_env.observations` (driving direction up: row 0 = largest x, column 0 = largest y). The
+    map spans x in `[x_min, x_min + Hs·res]` and y in `±Ws·res/2`; the BEV grid spans `±lidar_range`, so a cell
+    at ego `(x, y)` samples the feature map at normalised `(u, v) = (-y, -x) / lidar_range`.
+    """
+    height, width, res = config.bev_semantic_height, config.bev_semantic_width, config.bev_semantic_resolution
+    x_max = config.bev_semantic_x_min + height * res
+    x = x_max - (torch.arange(height, dtype=torch.float32) + 0.5) * res
+    y = width * res / 2.0 - (torch.arange(width, dtype=torch.float32) + 0.5) * res
+    v, u = torch.meshgrid(-x / config.lidar_range, -y / config.lidar_range, indexing="ij")
+    return torch.stack([u, v], dim=-1).unsqueeze(0)
+
+
 class BEVReasoning(nn.Module):
     """LiDAR raster + camera → BEV tokens, agent tokens and the two auxiliary predictions."""
 
@@ -68,6 +83,7 @@ class BEVReasoning(nn.Module):
             for _ in range(config.bev_layers)
         )
         self.norm = nn.LayerNorm(d)
+        self.register_buffer("semantic_cells", semantic_sampling_grid(config), persistent=False)
         self.semantic_head = nn.Sequential(
             nn.Conv2d(d, d, 3, padding=1), nn.ReLU(), nn.Conv2d(d, config.bev_semantic_classes, 1)
         )
@@ -87,8 +103,8 @@ class BEVReasoning(nn.Module):
         bev = self.norm(bev)
 
         grid_map = bev.transpose(1, 2).reshape(batch, -1, self.grid, self.grid)
-        size = (self.config.bev_semantic_height, self.config.bev_semantic_width)
-        semantic = self.semantic_head(F.interpolate(grid_map, size=size, mode="bilinear", align_corners=False))
+        cells = F.grid_sample(grid_map, self.semantic_cells.expand(batch, -1, -1, -1), align_corners=False)
+        semantic = self.semantic_head(cells)
 
         agents = self.agent_decoder(self.agent_queries.unsqueeze(0).expand(batch, -1, -1), bev)
         raw = self.agent_head(agents)

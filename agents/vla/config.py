@@ -54,6 +54,7 @@ class VLAConfig:
     bev_semantic_height: int = 32  # [px] target map size (see the perception target builder)
     bev_semantic_width: int = 64
     bev_semantic_resolution: float = 1.0  # [m/px]
+    bev_semantic_x_min: float = 0.0  # [m] rear edge of the map (TransFuser: the map covers the front half)
     max_agents: int = 8  # agent-box queries (TransFuser: 30)
 
     # -- unified diffusion planner (DiffusionDrive-style truncated DDIM) -------------------------------------------
@@ -73,9 +74,9 @@ class VLAConfig:
 
     # -- losses and optimisation (DiffusionDrive's weights) ------------------------------------------------------
     trajectory_reg_weight: float = 8.0  # L1 on the mode of the anchor nearest to the demonstration
-    trajectory_cls_weight: float = 10.0  # focal loss on the mode scores
-    focal_gamma: float = 2.0
-    focal_alpha: float = 0.25
+    trajectory_cls_weight: float = 10.0  # classification of the nearest anchor from the mode scores
+    focal_gamma: float = 0.0  # 0: the paper's BCE; DiffusionDrive's code uses a focal loss with gamma 2 ...
+    focal_alpha: float = -1.0  # ... and alpha 0.25; alpha < 0 weights positives and negatives alike
     bev_semantic_weight: float = 14.0
     agent_class_weight: float = 10.0
     agent_box_weight: float = 1.0
@@ -105,7 +106,7 @@ class VLAConfig:
             value = getattr(self, f.name)
             if f.type == "int" and value <= 0:
                 raise ValueError(f"VLAConfig.{f.name} must be > 0, got {value}")
-            if f.type == "float" and not value >= 0:  # `not >=` also rejects NaN
+            if f.type == "float" and f.name != "focal_alpha" and not value >= 0:  # `not >=` also rejects NaN
                 raise ValueError(f"VLAConfig.{f.name} must be >= 0, got {value}")
         if self.d_model % self.num_heads:
             raise ValueError(f"VLAConfig.d_model={self.d_model} must be divisible by num_heads={self.num_heads}")

@@ -294,11 +294,15 @@ def nearest_anchor(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Ten
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-    """Focal loss (Lin et al.) summed over modes, averaged over the batch."""
+    """Focal loss (Lin et al.) summed over modes, averaged over the batch; `gamma=0, alpha<0` is plain BCE.
+
+    On small data sets the focal form (gamma 2, alpha 0.25) sits on a plateau of equal mode scores for
+    hundreds of steps, which is why the default is the BCE of the DiffusionDrive paper.
+    """
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     p_t = prob * labels + (1.0 - prob) * (1.0 - labels)
-    weight = alpha * labels + (1.0 - alpha) * (1.0 - labels)
+    weight = alpha * labels + (1.0 - alpha) * (1.0 - labels) if alpha >= 0 else torch.ones_like(ce)
     return (weight * (1.0 - p_t) ** gamma * ce).sum(dim=1).mean()
 
 

@@ -65,10 +65,10 @@ class VLAAgent(AbstractAgent):
         self.bev = BEVReasoning(self.config)
         self.planner = DiffusionPlanner(self.config)
         self.observation_config = ObservationConfig(
-            camera_height=self.config.camera_height,
-            camera_width=self.config.camera_width,
+            image_height=self.config.camera_height,
+            image_width=self.config.camera_width,
             lidar_bev_size=self.config.lidar_bev_size,
-            lidar_range=self.config.lidar_range,
+            lidar_bev_range=self.config.lidar_range,
             num_history=self.config.num_history,
         )
 

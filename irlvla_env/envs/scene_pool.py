@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,14 @@ from irlvla_env.observations import ObservationCache, ObservationConfig, require
 from irlvla_env.rewards import make_reward_model
 from irlvla_env.paths import data_root as default_data_root
 from irlvla_env.paths import exp_root
+
+
+def default_cache_root(data_root: Path) -> Path:
+    """One observation cache per data set (its resolved path and manifest), so a regenerated world never
+    serves stale observations."""
+    manifest = data_root / "manifest.json"
+    identity = str(data_root.resolve()) + (manifest.read_text() if manifest.is_file() else "")
+    return exp_root() / "observation_cache" / hashlib.sha1(identity.encode()).hexdigest()[:12]
 
 
 class ScenePool:
@@ -46,7 +55,7 @@ class ScenePool:
         if not tokens:
             raise ValueError(f"split {split!r} has no scenes under {self.loader_root}")
         self.tokens: list[str] = tokens
-        self._cache = ObservationCache(cache_root or exp_root() / "observation_cache", observation)
+        self._cache = ObservationCache(cache_root or default_cache_root(self.data_root), observation)
         self._memory: dict[str, dict[str, np.ndarray]] = {}
 
     @property

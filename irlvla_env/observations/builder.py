@@ -52,10 +52,9 @@ def build_observation(agent_input: AgentInput, config: ObservationConfig) -> dic
     Raises :class:`MissingSensorError` naming the sensor and history index when a needed camera image or the
     point cloud was not loaded (load with ``required_sensors(config)``).
     """
-    if not agent_input.ego_statuses or len(agent_input.cameras) != len(agent_input.ego_statuses):
-        raise ValueError(
-            f"agent input has {len(agent_input.ego_statuses)} ego statuses but {len(agent_input.cameras)} camera frames"
-        )
+    lengths = (len(agent_input.ego_statuses), len(agent_input.cameras), len(agent_input.lidars))
+    if lengths[0] == 0 or len(set(lengths)) != 1:
+        raise ValueError(f"agent input frames disagree: {lengths} ego statuses / camera frames / lidar frames")
     index = len(agent_input.ego_statuses) - 1
     cameras, lidar = agent_input.cameras[index], agent_input.lidars[index]
     images = {}

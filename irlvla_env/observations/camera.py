@@ -16,11 +16,11 @@ class MissingSensorError(ValueError):
     """A sensor the observation config needs was not loaded; the message names it and its history index."""
 
 
-def crop_camera(image: np.ndarray, side_crop: float, top_bottom_crop: float) -> np.ndarray:
-    """Cut `side_crop` of the width from each side and `top_bottom_crop` of the height from top and bottom."""
-    h, w = image.shape[:2]
-    dy, dx = int(round(h * top_bottom_crop)), int(round(w * side_crop))
-    return image[dy : h - dy, dx : w - dx]
+def crop_box(height: int, width: int, side_crop: float, top_bottom_crop: float) -> tuple[int, int, int, int]:
+    """`(left, top, right, bottom)` pixel box that cuts `side_crop` of the width from each side and
+    `top_bottom_crop` of the height from the top and from the bottom."""
+    dy, dx = int(round(height * top_bottom_crop)), int(round(width * side_crop))
+    return dx, dy, width - dx, height - dy
 
 
 def _share_widths(aspects: list[float], total: int) -> list[int]:
@@ -38,18 +38,21 @@ def stitch_cameras(images: dict[str, np.ndarray], config: ObservationConfig) -> 
     :param images: camera name (navsim field name) -> uint8 `(h, w, 3)` image; float images in [0, 255] are
         accepted too (navsim annotates `Camera.image` as float32).
     """
-    crops = []
+    pictures, boxes = [], []
     for name in config.cameras:
         image = np.asarray(images[name])
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"camera {name}: expected an (H, W, 3) image, got shape {image.shape}")
+        if image.dtype != np.uint8:
+            image = np.clip(np.round(image), 0, 255).astype(np.uint8)
         side = 0.0 if name == "cam_f0" else config.side_crop
-        crops.append(crop_camera(image, side, config.top_bottom_crop))
-    widths = _share_widths([c.shape[1] / c.shape[0] for c in crops], config.image_width)
+        pictures.append(Image.fromarray(image))
+        boxes.append(crop_box(image.shape[0], image.shape[1], side, config.top_bottom_crop))
+    widths = _share_widths([(b[2] - b[0]) / (b[3] - b[1]) for b in boxes], config.image_width)
     strip = np.empty((config.image_height, config.image_width, 3), dtype=np.uint8)
     left = 0
-    for crop, width in zip(crops, widths):
-        pil = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8, copy=False))
-        strip[:, left : left + width] = np.asarray(pil.resize((width, config.image_height), Image.BILINEAR))
+    for picture, crop, width in zip(pictures, boxes, widths):
+        resized = picture.resize((width, config.image_height), Image.BILINEAR, box=crop)
+        strip[:, left : left + width] = np.asarray(resized)
         left += width
     return strip

@@ -57,7 +57,7 @@ class ObservationConfig:
         object.__setattr__(self, "cameras", tuple(self.cameras))  # lists from JSON/YAML configs
         unknown = [c for c in self.cameras if c not in CAMERA_NAMES]
         if unknown:
-            raise ValueError(f"ObservationConfig.cameras has unknown camera(s) {unknown}; expected {list(CAMERA_NAMES)}")
+            raise ValueError(f"ObservationConfig.cameras has unknown {unknown}; expected some of {list(CAMERA_NAMES)}")
         positive = ("image_height", "image_width", "lidar_bev_size", "lidar_bev_range", "lidar_max_per_cell",
                     "num_history", "prompt_max_length")  # fmt: skip
         for name in positive:
@@ -69,7 +69,7 @@ class ObservationConfig:
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ValueError(f"ObservationConfig.{name} must be in [0, 0.5), got {getattr(self, name)}")
         if self.num_history > NAVSIM_HISTORY_FRAMES:
-            raise ValueError(f"ObservationConfig.num_history must be <= {NAVSIM_HISTORY_FRAMES}, got {self.num_history}")
+            raise ValueError(f"ObservationConfig.num_history {self.num_history} > {NAVSIM_HISTORY_FRAMES} (navsim)")
 
     @property
     def lidar_bev_resolution(self) -> float:

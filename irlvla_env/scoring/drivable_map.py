@@ -2,8 +2,8 @@
 
 `PDMDrivableMap` holds the polygons navsim's `PDMDrivableMap` holds: roadblocks, their lanes, the lane
 connectors of roadblock connectors, intersections and car parks within 100 m of the ego at caching time — and
-nothing else (no `generic_drivable_areas`, no roadblock-connector polygons). One STRtree answers every
-point-in-polygon question for all K × 41 ego states in a single query.
+nothing else (no `generic_drivable_areas`, no roadblock-connector polygons). Every point-in-polygon question of
+all K × 41 ego states is answered in one pass over the polygons.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
-from shapely import STRtree
 
 from irlvla_env.navsim.map_api import SemanticMapLayer
-from irlvla_env.scoring.observation import geometries_from_hex, geometries_to_hex
+from irlvla_env.scoring.observation import geometries_from_arrays, geometries_to_arrays
 
 MAP_RADIUS_M = 100.0
 LANE_LAYERS = (SemanticMapLayer.LANE, SemanticMapLayer.LANE_CONNECTOR)
@@ -39,76 +38,87 @@ class EgoAreas:
 
 @dataclass
 class PDMDrivableMap:
-    """Map polygons `(P,)` with string ids and `SemanticMapLayer` types; the STRtree is built on first use."""
+    """Map polygons `(P,)` with string ids and `SemanticMapLayer` types."""
 
     ids: np.ndarray
     layers: np.ndarray
     polygons: np.ndarray
-    _tree: STRtree | None = field(default=None, init=False, repr=False)
-
-    @property
-    def tree(self) -> STRtree:
-        if self._tree is None:
-            self._tree = STRtree(self.polygons)
-        return self._tree
+    _bounds: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def points_in_layers(self, points: np.ndarray, layers: tuple[SemanticMapLayer, ...]) -> np.ndarray:
-        """Bool `(N,)`: whether each point `(N, 2)` lies strictly inside a polygon of one of `layers`."""
-        point_idx, poly_idx = self._containing(points)
-        inside = np.zeros(len(points), dtype=bool)
-        inside[point_idx[np.isin(self.layers[poly_idx], [int(l) for l in layers])]] = True
-        return inside
+    @property
+    def bounds(self) -> np.ndarray:
+        """`(P, 4)` polygon bounding boxes (min x, min y, max x, max y)."""
+        if self._bounds is None:
+            self._bounds = shapely.bounds(self.polygons).reshape(-1, 4)
+        return self._bounds
 
-    def _containing(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs `(point index, polygon index)` with the point strictly inside the polygon."""
+    def _containing(self, points: np.ndarray, polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs `(point index, polygon index)` with the point strictly inside the polygon, for the polygons
+        flagged in the bool mask `polygons (P,)`.
+
+        Points are sorted by x once; each polygon tests only the points of its bounding box with shapely's
+        `contains_xy` (no Point objects are created, which is what dominates an STRtree query here)."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        if len(points) == 0 or len(self.ids) == 0:
+        finite = np.flatnonzero(np.isfinite(points).all(axis=1))
+        order = finite[np.argsort(points[finite, 0], kind="stable")]
+        xs, ys = points[order, 0], points[order, 1]
+        point_hits, poly_hits = [], []
+        for p in np.flatnonzero(polygons):
+            min_x, min_y, max_x, max_y = self.bounds[p]
+            lo, hi = np.searchsorted(xs, min_x, side="left"), np.searchsorted(xs, max_x, side="right")
+            if lo == hi:
+                continue
+            y = ys[lo:hi]
+            band = np.flatnonzero((y >= min_y) & (y <= max_y)) + lo
+            if len(band) == 0:
+                continue
+            inside = band[shapely.contains_xy(self.polygons[p], xs[band], ys[band])]
+            point_hits.append(order[inside])
+            poly_hits.append(np.full(len(inside), p, dtype=np.int64))
+        if not point_hits:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        finite = np.isfinite(points).all(axis=1)
-        hits = self.tree.query(shapely.points(np.where(finite[:, None], points, 0.0)), predicate="within")
-        keep = finite[hits[0]]
-        return hits[0][keep], hits[1][keep]
+        return np.concatenate(point_hits), np.concatenate(poly_hits)
+
+    def _of_layers(self, layers: tuple[SemanticMapLayer, ...]) -> np.ndarray:
+        return np.isin(self.layers, [int(layer) for layer in layers])
 
     def ego_areas(
         self, corners: np.ndarray, centers: np.ndarray, rear_axles: np.ndarray, route_lane_ids: set[str] | list[str]
     ) -> EgoAreas:
-        """Flags for ego boxes `corners (K, S, 4, 2)`, `centers (K, S, 2)`, `rear_axles (K, S, 2)` (spec §4.4)."""
+        """Flags for ego boxes `corners (K, S, 4, 2)`, `centers (K, S, 2)`, `rear_axles (K, S, 2)` (spec §4.4).
+
+        Each point set is tested only against the polygons its flags need: corners against lanes and drivable
+        polygons, centres against on-route lanes and intersections, rear axles against intersections."""
         k, s = centers.shape[:2]
         n = k * s
-        points = np.concatenate([corners.reshape(n * 4, 2), centers.reshape(n, 2), rear_axles.reshape(n, 2)])
-        point_idx, poly_idx = self._containing(points)
-        layer = self.layers[poly_idx]
+        lanes = self._of_layers(LANE_LAYERS)
+        drivable = self._of_layers(DRIVABLE_LAYERS)
+        intersections = self._of_layers((SemanticMapLayer.INTERSECTION,))
+        on_route = lanes & np.isin(self.ids, list(route_lane_ids))
 
-        is_corner = point_idx < 4 * n
-        state_of_corner = point_idx // 4
-        lane_hit = is_corner & np.isin(layer, [int(l) for l in LANE_LAYERS])
+        corner_idx, poly_idx = self._containing(corners.reshape(n * 4, 2), lanes | drivable)
+        lane_hit = lanes[poly_idx]
         # Corners per (state, lane polygon): >1 polygons touched and none holding all four → MULTIPLE_LANES.
-        pair_keys, counts = np.unique(state_of_corner[lane_hit] * len(self.ids) + poly_idx[lane_hit], return_counts=True)
+        pair_keys, counts = np.unique((corner_idx[lane_hit] // 4) * len(self.ids) + poly_idx[lane_hit], return_counts=True)
         pair_state = pair_keys // max(len(self.ids), 1)
         touched = np.bincount(pair_state, minlength=n)
         full = np.zeros(n, dtype=bool)
         full[pair_state[counts == 4]] = True
         multiple_lanes = (touched > 1) & ~full
-
-        drivable_hit = is_corner & np.isin(layer, [int(l) for l in DRIVABLE_LAYERS])
         corner_ok = np.zeros(4 * n, dtype=bool)
-        corner_ok[point_idx[drivable_hit]] = True
+        corner_ok[corner_idx[drivable[poly_idx]]] = True
         non_drivable = ~corner_ok.reshape(n, 4).all(axis=1)
 
-        is_center = (point_idx >= 4 * n) & (point_idx < 5 * n)
-        on_route = np.isin(self.ids, list(route_lane_ids)) & np.isin(self.layers, [int(l) for l in LANE_LAYERS])
+        center_idx, poly_idx = self._containing(centers.reshape(n, 2), on_route | intersections)
         center_on_route = np.zeros(n, dtype=bool)
-        center_on_route[point_idx[is_center & on_route[poly_idx]] - 4 * n] = True
-
-        in_intersection = layer == int(SemanticMapLayer.INTERSECTION)
+        center_on_route[center_idx[on_route[poly_idx]]] = True
         center_in_intersection = np.zeros(n, dtype=bool)
-        center_in_intersection[point_idx[is_center & in_intersection] - 4 * n] = True
-        is_rear = point_idx >= 5 * n
+        center_in_intersection[center_idx[intersections[poly_idx]]] = True
         rear_in_intersection = np.zeros(n, dtype=bool)
-        rear_in_intersection[point_idx[is_rear & in_intersection] - 5 * n] = True
+        rear_in_intersection[self._containing(rear_axles.reshape(n, 2), intersections)[0]] = True
 
         shape = (k, s)
         return EgoAreas(
@@ -120,14 +130,15 @@ class PDMDrivableMap:
         )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"ids": self.ids.astype(str), "layers": self.layers, "polygons": geometries_to_hex(self.polygons)}
+        wkb, offsets = geometries_to_arrays(self.polygons)
+        return {"ids": self.ids.astype(str), "layers": self.layers, "wkb": wkb, "wkb_offsets": offsets}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PDMDrivableMap":
         return cls(
             ids=np.asarray(arrays["ids"]).astype(object),
             layers=np.asarray(arrays["layers"], dtype=np.int64),
-            polygons=geometries_from_hex(arrays["polygons"]),
+            polygons=geometries_from_arrays(arrays["wkb"], arrays["wkb_offsets"]),
         )
 
 

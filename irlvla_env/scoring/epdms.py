@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from irlvla_env.navsim.geometry import local_to_global
-from irlvla_env.scoring.columns import HUMAN_FILTERED, METRIC_COLUMNS, MULTIPLIERS, SHORT_NAMES, SHORT_ORDER
+from irlvla_env.scoring.columns import HUMAN_FILTERED, METRIC_COLUMNS, MULTIPLIERS, SHORT_ORDER
 from irlvla_env.scoring.drivable_map import PDMDrivableMap
 from irlvla_env.scoring.metrics import (
     ScorerConfig,
@@ -259,13 +259,20 @@ class PreviousPlan:
 
 
 def traffic_observation(cache: "MetricCache", rollouts: np.ndarray, traffic: str) -> Observation:
-    """The other agents for one ego rollout `(41, 11)` under a traffic policy (spec §4.3)."""
+    """The other agents for one ego rollout `(41, 11)` under a traffic policy (spec §4.3).
+
+    Policies live in `irlvla_env.simulation.traffic`: `log_replay(observation, ego_state_t0)`,
+    `constant_velocity(observation, ego_state_t0)` and, for reactive traffic,
+    `idm_reactive(observation, ego_state_t0, ego_rollout, map_api)`."""
     from irlvla_env.simulation import traffic as policies
 
     if traffic == "non_reactive":
         return policies.log_replay(cache.observation, cache.ego_state)
     if traffic == "reactive":
-        return policies.idm_reactive(cache.observation, cache.ego_state, rollouts, cache.get_map())
+        idm = getattr(policies, "idm_reactive", None)
+        if idm is None:
+            raise NotImplementedError("reactive (IDM) traffic is not available in irlvla_env.simulation.traffic")
+        return idm(cache.observation, cache.ego_state, rollouts, cache.get_map())
     if traffic == "constant_velocity":
         return policies.constant_velocity(cache.observation, cache.ego_state)
     raise ValueError(f"unknown traffic policy {traffic!r}; expected one of {TRAFFIC_POLICIES}")
@@ -299,7 +306,7 @@ def _pair_scores(
 
 def _human_metrics(cache: "MetricCache", traffic: str, config: ScorerConfig) -> dict[str, float]:
     """The human trajectory scored alone (no history → HC 1; EP against itself → 1), memoised per policy."""
-    key = ("human", traffic)
+    key = ("human", traffic, config)
     if key not in cache.memo:
         states = _rollouts(cache, cache.human_trajectory[None], 0.5)
         observation = traffic_observation(cache, states[0], traffic)
@@ -372,5 +379,5 @@ def score_trajectories(
         columns={METRIC_COLUMNS[n]: np.asarray(filtered[n], dtype=np.float64) for n in SHORT_ORDER},
         score=score, multiplicative_prod=prod, weighted=weighted, rollouts=states, endpoints=endpoints,
         start_point=cache.ego_state[:2].copy(), start_time_s=cache.start_time_s, raw_progress=raw,
-        human_filtered=use_filter,
+        human_filtered=use_filter and cache.human_trajectory is not None,
     )  # fmt: skip

@@ -24,7 +24,7 @@ from irlvla_env.scoring.observation import Observation, build_observation
 from irlvla_env.simulation import vehicle as V
 
 CACHE_FILE = "metric_cache.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SYNTHETIC_TOKEN_LENGTH = 17
 ORIGINAL, SYNTHETIC = 0, 1
 HISTORY_STEP_US = 100_000
@@ -42,6 +42,8 @@ class MetricCache:
     :ivar centerline: `(M, 3)` PDM-Closed centerline poses (EP, LK).
     :ivar route_lane_ids: lanes and connectors of the corrected route (DDC).
     :ivar route_roadblock_ids: the corrected route.
+    :ivar current_tracks: `(T,)` bool, the observation's tracks annotated in the t0 frame (navsim's
+        `current_tracked_objects`; step 0 of the observation also holds tracks seen once later, quirk U7).
     """
 
     token: str
@@ -59,6 +61,7 @@ class MetricCache:
     route_roadblock_ids: list[str]
     drivable_map: PDMDrivableMap
     observation: Observation
+    current_tracks: np.ndarray
     map_api: Any = field(default=None, repr=False, compare=False)  # not stored; needed by reactive traffic only
     memo: dict = field(default_factory=dict, repr=False, compare=False)  # per-process results (human run, path)
 
@@ -100,7 +103,7 @@ class MetricCache:
             "header": np.array(json.dumps(header)),
             "ego_state": self.ego_state, "pdm_closed_trajectory": self.pdm_closed_trajectory,
             "pdm_closed_rollout": self.pdm_closed_rollout, "history_states": self.history_states,
-            "centerline": self.centerline,
+            "centerline": self.centerline, "current_tracks": self.current_tracks,
             "human_trajectory": self.human_trajectory if self.human_trajectory is not None else np.zeros((0, 3)),
         }  # fmt: skip
         arrays.update({f"observation/{k}": v for k, v in self.observation.to_arrays().items()})
@@ -126,6 +129,7 @@ class MetricCache:
                 centerline=np.asarray(arrays["centerline"], dtype=np.float64),
                 route_lane_ids=list(header["route_lane_ids"]), route_roadblock_ids=list(header["route_roadblock_ids"]),
                 drivable_map=PDMDrivableMap.from_arrays(dmap), observation=Observation.from_arrays(obs),
+                current_tracks=np.asarray(arrays["current_tracks"], dtype=bool),
             )  # fmt: skip
         except (KeyError, ValueError, json.JSONDecodeError) as err:
             raise ValueError(f"{source}: not a valid metric cache ({err})") from err
@@ -181,8 +185,10 @@ def build_metric_cache(scene: Scene) -> MetricCache:
     drivable_map = build_drivable_map(scene.map_api, center)
     observation = build_observation(scene)
     synthetic = len(token) == SYNTHETIC_TOKEN_LENGTH
+    red_at_t0 = [str(c) for c, red in frame.traffic_lights if red]
+    t0_tracks = np.isin(observation.tokens.astype(str), [str(t) for t in frame.annotations.track_tokens])
     pdm_plan = plan_pdm_closed(
-        ego_state=ego_state, observation=observation, route=route, drivable_map=drivable_map, map_api=scene.map_api
+        ego_state, observation, route, drivable_map, scene.map_api, red_connector_ids=red_at_t0, t0_tracks=t0_tracks
     )
     pdm_rollout = simulate(ego_state, pdm_plan[None, :41])[0]
     human = None
@@ -195,7 +201,7 @@ def build_metric_cache(scene: Scene) -> MetricCache:
         pdm_closed_rollout=pdm_rollout, human_trajectory=human, history_states=history_states(scene),
         centerline=route.centerline.poses, route_lane_ids=list(route.lane_ids),
         route_roadblock_ids=list(route.roadblock_ids), drivable_map=drivable_map, observation=observation,
-        map_api=scene.map_api,
+        current_tracks=t0_tracks, map_api=scene.map_api,
     )  # fmt: skip
 
 

@@ -1,9 +1,10 @@
 """The nine EPDMS sub-metrics, vectorised over K rollouts × 41 steps (spec §4.5).
 
 navsim walks proposals, steps and shapely STRtree hits in Python loops. Here every box-box test is one
-separating-axis test in numpy on the candidate pairs that survive a bounding-circle filter, and the order-dependent
-"ignore this track once it was found harmless" rules of NC and TTC become a first-occurrence comparison per
-(proposal, track). Map questions go through one STRtree query per call (`PDMDrivableMap.ego_areas`).
+oriented-box separating-axis test in numpy on the candidate pairs that survive a bounding-circle filter, and the
+order-dependent "ignore this track once it was found harmless" rules of NC and TTC become a first-occurrence
+comparison per (proposal, track). Map questions are answered for all states at once by
+`PDMDrivableMap.ego_areas`.
 
 All functions take rear-axle states `(K, S, 11)` in the layout of `irlvla_env.simulation.vehicle`.
 """
@@ -17,7 +18,7 @@ import shapely
 from scipy.signal import savgol_filter
 
 from irlvla_env.scoring.drivable_map import EgoAreas
-from irlvla_env.scoring.observation import Observation
+from irlvla_env.scoring.observation import Observation, box_corners
 from irlvla_env.simulation import vehicle as V
 
 STEP_S = 0.1
@@ -75,12 +76,6 @@ def _separated_on(axes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))).any(-1)
 
 
-def boxes_intersect(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Separating-axis test of oriented boxes `(..., 4, 2)`; touching counts as intersecting (as shapely)."""
-    axes = np.concatenate([_axes(a), _axes(b)], axis=-2)
-    return ~_separated_on(axes, a, b)
-
-
 def segment_intersects_box(p: np.ndarray, q: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Whether segments `p–q (..., 2)` touch boxes `(..., 4, 2)` (axes: box edges, segment and its normal)."""
     d = q - p
@@ -105,23 +100,36 @@ def _first_index(group: np.ndarray, order: np.ndarray, n_groups: int) -> np.ndar
     return first
 
 
-def _overlapping_pairs(ego_corners: np.ndarray, ego_centers: np.ndarray, obs: Observation, obs_steps: np.ndarray):
-    """Indices `(i, t)` of ego boxes `(N, 4, 2)` (centres `(N, 2)`, compared with the objects at `obs_steps (N,)`)
-    that intersect track `t`."""
+def _overlapping_pairs(ego_centers: np.ndarray, ego_headings: np.ndarray, obs: Observation, obs_steps: np.ndarray):
+    """Indices `(i, t)` of ego boxes `i` (centres `(N, 2)`, headings `(N,)`) that intersect track `t` at
+    observation step `obs_steps[i]`: a bounding-circle filter, then the exact oriented-box separating-axis test
+    (touching counts, as shapely's `intersects`)."""
     centers = obs.centers[obs_steps]  # (N, T, 2)
     reach = EGO_RADIUS + 0.5 * np.hypot(obs.sizes[:, 0], obs.sizes[:, 1])  # (T,)
-    gap = np.linalg.norm(centers - ego_centers[:, None, :], axis=-1)
-    i, t = np.nonzero(obs.present[obs_steps] & (gap <= reach[None, :] + 1e-9))
+    dx = centers[..., 0] - ego_centers[:, None, 0]
+    dy = centers[..., 1] - ego_centers[:, None, 1]
+    with np.errstate(invalid="ignore"):
+        near = (dx * dx + dy * dy) <= (reach * reach)[None, :] + 1e-9
+    i, t = np.nonzero(near & obs.present[obs_steps])
     if len(i) == 0:
         return i, t
-    obj = box_corners_at(obs, obs_steps[i], t)
-    hit = boxes_intersect(ego_corners[i], obj)
-    return i[hit], t[hit]
+    he, ho = ego_headings[i], obs.headings[obs_steps[i], t]
+    ce, se, co, so = np.cos(he), np.sin(he), np.cos(ho), np.sin(ho)
+    c, s = np.abs(np.cos(ho - he)), np.abs(np.sin(ho - he))
+    ae, be = V.HALF_LENGTH, V.HALF_WIDTH
+    ao, bo = 0.5 * obs.sizes[t, 0], 0.5 * obs.sizes[t, 1]
+    ddx, ddy = dx[i, t], dy[i, t]
+    separated = (
+        (np.abs(ddx * ce + ddy * se) > ae + ao * c + bo * s)
+        | (np.abs(-ddx * se + ddy * ce) > be + ao * s + bo * c)
+        | (np.abs(ddx * co + ddy * so) > ao + ae * c + be * s)
+        | (np.abs(-ddx * so + ddy * co) > bo + ae * s + be * c)
+    )
+    return i[~separated], t[~separated]
 
 
 def box_corners_at(obs: Observation, steps: np.ndarray, tracks: np.ndarray) -> np.ndarray:
-    from irlvla_env.scoring.observation import box_corners
-
+    """Corners `(n, 4, 2)` of track `tracks[j]` at step `steps[j]`."""
     return box_corners(obs.centers[steps, tracks], obs.headings[steps, tracks], obs.sizes[tracks, 0], obs.sizes[tracks, 1])
 
 
@@ -129,10 +137,8 @@ def box_corners_at(obs: Observation, steps: np.ndarray, tracks: np.ndarray) -> n
 def no_at_fault_collisions(states: np.ndarray, coords: np.ndarray, areas: EgoAreas, obs: Observation) -> np.ndarray:
     """NC `(K,)`: 1, or the minimum of 0 (agents) / 0.5 (static objects) over at-fault collisions."""
     k_n, s_n = states.shape[:2]
-    flat_corners = coords[:, :, :4].reshape(-1, 4, 2)
-    flat_centers = coords[:, :, V.CENTER].reshape(-1, 2)
     steps = np.tile(np.arange(s_n), k_n)
-    i, t = _overlapping_pairs(flat_corners, flat_centers, obs, steps)
+    i, t = _overlapping_pairs(coords[:, :, V.CENTER].reshape(-1, 2), states[..., V.HEADING].reshape(-1), obs, steps)
     if len(i) == 0:
         return np.ones(k_n)
     k, s = np.divmod(i, s_n)
@@ -184,10 +190,16 @@ def traffic_light_compliance(coords: np.ndarray, obs: Observation) -> np.ndarray
     active_any = obs.red_light_active.any(axis=0)
     if not active_any.any():
         return scores
+    centers = coords[:, :, V.CENTER].reshape(-1, 2)
+    bounds = shapely.bounds(obs.red_light_polygons).reshape(-1, 4)
+    lo = bounds[:, :2].min(axis=0) - EGO_RADIUS
+    hi = bounds[:, 2:].max(axis=0) + EGO_RADIUS
+    near = np.flatnonzero(((centers >= lo) & (centers <= hi)).all(axis=1))  # only these can touch a light
+    if len(near) == 0:
+        return scores
     tree = shapely.STRtree(obs.red_light_polygons)
-    ego = shapely.polygons(coords[:, :, :4].reshape(-1, 4, 2))
-    i, light = tree.query(ego, predicate="intersects")
-    k, s = np.divmod(i, s_n)
+    i, light = tree.query(shapely.polygons(coords[:, :, :4].reshape(-1, 4, 2)[near]), predicate="intersects")
+    k, s = np.divmod(near[i], s_n)
     hit = obs.red_light_active[s, light]
     scores[k[hit]] = 0.0
     return scores
@@ -225,18 +237,16 @@ def time_to_collision(
     heading = states[:, :n_eval, V.HEADING]
     step_vec = np.stack([np.cos(heading), np.sin(heading)], axis=-1) * speed[..., None] * STEP_S  # (K, E, 2)
     shift = step_vec[:, :, None, :] * offsets[None, None, :, None]  # (K, E, O, 2)
-    corners = coords[:, :n_eval, None, :4] + shift[..., None, :]  # (K, E, O, 4, 2)
     centers = coords[:, :n_eval, None, V.CENTER] + shift
+    headings = np.broadcast_to(heading[..., None], centers.shape[:-1])
     n_off = len(offsets)
-    obs_steps = (np.arange(n_eval)[:, None] + offsets[None, :])  # (E, O)
+    obs_steps = np.arange(n_eval)[:, None] + offsets[None, :]  # (E, O)
     obs_steps = np.broadcast_to(obs_steps, (k_n, n_eval, n_off)).reshape(-1)
     moving = np.broadcast_to((speed >= config.stopped_speed_threshold)[..., None], (k_n, n_eval, n_off)).reshape(-1)
     flat_idx = np.nonzero(moving)[0]
     if len(flat_idx) == 0:
         return np.ones(k_n)
-    i, t = _overlapping_pairs(
-        corners.reshape(-1, 4, 2)[flat_idx], centers.reshape(-1, 2)[flat_idx], obs, obs_steps[flat_idx]
-    )
+    i, t = _overlapping_pairs(centers.reshape(-1, 2)[flat_idx], headings.reshape(-1)[flat_idx], obs, obs_steps[flat_idx])
     i = flat_idx[i]
     k, rest = np.divmod(i, n_eval * n_off)
     e, o = np.divmod(rest, n_off)
@@ -261,18 +271,24 @@ def lane_keeping(centerline: shapely.LineString, coords: np.ndarray, areas: EgoA
     k_n, s_n = coords.shape[:2]
     if centerline is None or centerline.is_empty:
         return np.ones(k_n)
-    deviation = shapely.distance(shapely.points(coords[:, :, V.CENTER].reshape(-1, 2)), centerline).reshape(k_n, s_n)
-    exceeds = deviation > config.lane_keeping_deviation_limit
-    required = int(np.ceil(config.lane_keeping_horizon_window / STEP_S - 1e-9))
-    scores = np.ones(k_n)
-    for k in range(k_n):
-        steps = exceeds[k, ~areas.center_in_intersection[k]]
-        # Longest run of consecutive True among the non-intersection steps.
-        padded = np.concatenate([[False], steps, [False]])
-        edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-        if len(edges) and (edges[1::2] - edges[0::2]).max() >= required:
-            scores[k] = 0.0
-    return scores
+    centers = coords[:, :, V.CENTER].reshape(-1, 2)
+    # Only the centerline near the rollouts can be within the limit: clipping it to their bounding box (grown by
+    # the limit) keeps every deviation <= limit exact and every larger one larger, at a fraction of the cost.
+    margin = config.lane_keeping_deviation_limit + 0.01
+    (x0, y0), (x1, y1) = centers.min(axis=0) - margin, centers.max(axis=0) + margin
+    nearby = shapely.clip_by_rect(centerline, x0, y0, x1, y1)
+    if nearby.is_empty:
+        deviation = np.full((k_n, s_n), np.inf)
+    else:
+        deviation = shapely.distance(shapely.points(centers), nearby).reshape(k_n, s_n)
+    counted = ~areas.center_in_intersection
+    exceeds = (deviation > config.lane_keeping_deviation_limit) & counted
+    resets = (deviation <= config.lane_keeping_deviation_limit) & counted
+    # Counter = exceeding steps since the last reset (intersection steps change nothing).
+    total = np.cumsum(exceeds, axis=1)
+    at_last_reset = np.maximum.accumulate(np.where(resets, total, 0), axis=1)
+    required = int(np.ceil(config.lane_keeping_horizon_window / STEP_S))
+    return np.where((total - at_last_reset >= required).any(axis=1), 0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------- comfort

@@ -27,6 +27,8 @@ from irlvla_env.navsim.geometry import local_to_global, rotate_vectors, wrap_ang
 NUM_STEPS = 41  # 0.0 … 4.0 s at 10 Hz
 STEP_S = 0.1
 NUM_FUTURE_FRAMES = 8  # 4 s at 2 Hz
+FRAME_S = 0.5
+STEPS_PER_FRAME = 5
 AGENT_TYPES = ("vehicle", "pedestrian", "bicycle")  # nuPlan `Agent`s; everything else is a static object
 RED_LIGHT_PREFIX = "red_light_"
 
@@ -108,41 +110,40 @@ class Observation:
         return replace(self, present=present, centers=centers, headings=headings, velocities=velocities)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Plain arrays for `np.savez` (polygons as WKB bytes)."""
-        out = {name: getattr(self, name) for name in _ARRAY_FIELDS}
-        out["tokens"] = self.tokens.astype(str)
-        out["types"] = self.types.astype(str)
-        out["red_light_ids"] = self.red_light_ids.astype(str)
-        out["red_light_polygons"] = geometries_to_hex(self.red_light_polygons)
+        """Plain arrays for `np.savez` (strings as unicode arrays, polygons as a WKB buffer with offsets)."""
+        out = {name: getattr(self, name) for name in _NUMERIC_FIELDS}
+        out.update({name: getattr(self, name).astype(str) for name in _STRING_FIELDS})
+        out["red_light_wkb"], out["red_light_wkb_offsets"] = geometries_to_arrays(self.red_light_polygons)
         return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Observation":
         return cls(
-            tokens=np.asarray(arrays["tokens"]).astype(object),
-            types=np.asarray(arrays["types"]).astype(object),
-            red_light_ids=np.asarray(arrays["red_light_ids"]).astype(object),
-            red_light_polygons=geometries_from_hex(arrays["red_light_polygons"]),
-            **{name: np.asarray(arrays[name]) for name in _ARRAY_FIELDS if name not in _STRING_FIELDS},
+            **{name: np.asarray(arrays[name]) for name in _NUMERIC_FIELDS},
+            **{name: np.asarray(arrays[name]).astype(object) for name in _STRING_FIELDS},
+            red_light_polygons=geometries_from_arrays(arrays["red_light_wkb"], arrays["red_light_wkb_offsets"]),
         )
 
 
-_STRING_FIELDS = ("tokens", "types", "red_light_ids", "red_light_polygons")
-_ARRAY_FIELDS = (
-    "tokens", "types", "sizes", "first_headings", "first_speeds", "present", "centers", "headings", "velocities",
-    "red_light_ids", "red_light_polygons", "red_light_active",
+_STRING_FIELDS = ("tokens", "types", "red_light_ids")
+_NUMERIC_FIELDS = (
+    "sizes", "first_headings", "first_speeds", "present", "centers", "headings", "velocities", "red_light_active",
 )  # fmt: skip
 
 
-def geometries_to_hex(geometries: np.ndarray) -> np.ndarray:
-    """Shapely geometries as hex WKB strings, a dtype numpy saves without pickle (raw bytes would lose NULs)."""
-    return np.array([shapely.to_wkb(g, hex=True) for g in geometries], dtype=str)
+def geometries_to_arrays(geometries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shapely geometries as one uint8 WKB buffer and `(n + 1,)` offsets: plain arrays `np.savez` stores
+    without pickle (and 8× smaller than hex strings)."""
+    blobs = [shapely.to_wkb(g) for g in geometries]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8).copy(), offsets
 
 
-def geometries_from_hex(hex_wkb: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`geometries_to_hex`, as an object array."""
-    out = np.empty(len(hex_wkb), dtype=object)
-    out[:] = [shapely.from_wkb(str(h)) for h in hex_wkb]
+def geometries_from_arrays(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`geometries_to_arrays`, as an object array."""
+    raw = np.asarray(buffer, dtype=np.uint8).tobytes()
+    out = np.empty(len(offsets) - 1, dtype=object)
+    out[:] = [shapely.from_wkb(raw[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
     return out
 
 
@@ -169,15 +170,15 @@ def _global_boxes(annotations: Annotations, ego_pose: np.ndarray | None) -> tupl
 def _frames_of(scene: Scene) -> tuple[list[Annotations], list[np.ndarray | None], np.ndarray]:
     """Annotations, their ego poses (None = global) and times (s after t0) of t0 … t0 + 4 s.
 
+    Times are nominal (`0.5 i`), as navsim's metric caching indexes frames, not timestamps.
+
     Synthetic scenes may stop early and continue in `extended_detections_tracks`, taken here as `Annotations` in
     the global frame (nuPlan's `DetectionsTracks` are global), one per further 0.5 s.
     """
     cur = scene.current_index
     frames = scene.frames[cur : cur + NUM_FUTURE_FRAMES + 1]
-    t0 = scene.frames[cur].timestamp
     annotations = [f.annotations for f in frames]
     poses: list[np.ndarray | None] = [f.ego_status.ego_pose for f in frames]
-    times = [(f.timestamp - t0) * 1e-6 for f in frames]
     missing = NUM_FUTURE_FRAMES + 1 - len(frames)
     extended = list(scene.extended_detections_tracks or [])[:missing]
     for i, ann in enumerate(extended):
@@ -186,12 +187,11 @@ def _frames_of(scene: Scene) -> tuple[list[Annotations], list[np.ndarray | None]
                              "expected Annotations in the global frame")
         annotations.append(ann)
         poses.append(None)
-        times.append(times[-1] + 0.5)
     if len(annotations) < NUM_FUTURE_FRAMES + 1:
         raise ValueError(
             f"scene {scene.token} has {len(annotations) - 1} future frames; scoring needs {NUM_FUTURE_FRAMES} (4 s)"
         )
-    return annotations, poses, np.asarray(times, dtype=np.float64)
+    return annotations, poses, FRAME_S * np.arange(len(annotations), dtype=np.float64)
 
 
 def _interpolate_tracks(
@@ -226,7 +226,7 @@ def _interpolate_tracks(
             values[:, idx] = obs[0]
             continue
         obs[:, 2] = np.unwrap(obs[:, 2])
-        inside = (step_times >= times[0] - 1e-6) & (step_times <= times[-1] + 1e-6)
+        inside = (step_times >= times[0]) & (step_times <= times[-1])
         present[inside, idx] = True
         for col in range(5):
             values[inside, idx, col] = np.interp(step_times[inside], times, obs[:, col])
@@ -245,30 +245,37 @@ def _interpolate_tracks(
     }
 
 
-def route_lane_connector_ids(map_api, roadblock_ids: list[str]) -> list[str]:
-    """Interior lane connectors of the roadblock connectors among `roadblock_ids` (lanes cannot carry lights)."""
-    out: list[str] = []
-    for rid in roadblock_ids:
-        connector = map_api.roadblock_connectors.get(str(rid))
-        if connector is not None:
-            out.extend(str(c) for c in connector.interior_edges)
+def route_lane_dict(map_api, roadblock_ids: list[str]) -> dict:
+    """Id → lane or lane connector of the route's roadblocks (a roadblock id wins over a connector id), as
+    navsim's metric caching builds it; later entries overwrite equal ids, whatever their layer."""
+    out: dict = {}
+    for rid in dict.fromkeys(str(r) for r in roadblock_ids):
+        block = map_api.roadblocks.get(rid)
+        edges = map_api.lanes if block is not None else map_api.lane_connectors
+        block = block if block is not None else map_api.roadblock_connectors.get(rid)
+        if block is None:
+            continue
+        for edge_id in block.interior_edges:
+            out[str(edge_id)] = edges[edge_id]
     return out
 
 
 def _red_lights(scene: Scene, frame_times: np.ndarray, step_times: np.ndarray) -> dict[str, np.ndarray]:
-    """Red route connectors per step, zero-order held from the 2 Hz statuses (frames beyond the scene: last known)."""
+    """Red lights per step: every RED status whose id is a lane (connector) of the uncorrected route gives that
+    object's polygon; statuses are held for the 0.5 s between frames (frames beyond the scene: last known)."""
     cur = scene.current_index
-    route_connectors = route_lane_connector_ids(scene.map_api, scene.frames[cur].roadblock_ids)
+    route = route_lane_dict(scene.map_api, scene.frames[cur].roadblock_ids)
     frames = scene.frames[cur : cur + NUM_FUTURE_FRAMES + 1]
     statuses: list[list] = [f.traffic_lights for f in frames]
     statuses += list(scene.extended_traffic_light_data or [])[: len(frame_times) - len(statuses)]
     statuses += [statuses[-1]] * (len(frame_times) - len(statuses))
-    wanted = set(route_connectors)
-    red_per_frame = [{str(int(c)) if not isinstance(c, str) else c for c, red in s if red} & wanted for s in statuses]
-    ids = sorted(set().union(*red_per_frame), key=route_connectors.index)
-    frame_of_step = np.clip(np.searchsorted(frame_times, step_times + 1e-6, side="right") - 1, 0, len(frame_times) - 1)
+    red_per_frame = [{_light_id(c) for c, red in s if red} & route.keys() for s in statuses]
+    order = list(route)
+    ids = sorted(set().union(*red_per_frame), key=order.index)
+    frame_of_step = np.minimum(np.arange(len(step_times)) // STEPS_PER_FRAME, len(frame_times) - 1)
     active = np.array([[lid in red_per_frame[f] for lid in ids] for f in frame_of_step], dtype=bool)
-    polygons = np.array([scene.map_api.lane_connectors[lid].polygon for lid in ids], dtype=object)
+    polygons = np.empty(len(ids), dtype=object)
+    polygons[:] = [route[lid].polygon for lid in ids]
     return {
         "red_light_ids": np.array(ids, dtype=object),
         "red_light_polygons": polygons,
@@ -276,10 +283,17 @@ def _red_lights(scene: Scene, frame_times: np.ndarray, step_times: np.ndarray) -
     }
 
 
+def _light_id(value) -> str:
+    """Traffic-light ids arrive as ints (log pickles) or strings; map ids are strings without `.0`."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def build_observation(scene: Scene) -> Observation:
     """The ground-truth observation of `scene` over t0 … t0 + 4 s at 10 Hz (spec §4.3)."""
     annotations, poses, frame_times = _frames_of(scene)
-    step_times = STEP_S * np.arange(NUM_STEPS)
+    step_times = np.arange(NUM_STEPS, dtype=np.float64) * STEP_S  # exact at the frame times (k = 5 i)
     tracks = _interpolate_tracks(annotations, poses, frame_times, step_times)
     lights = _red_lights(scene, frame_times, step_times)
     return Observation(**tracks, **lights)

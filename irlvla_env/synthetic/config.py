@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from irlvla_env.synthetic.scenarios import FAMILIES
 from irlvla_env.synthetic.sensors import DEFAULT_IMAGE_SIZE
 
 # nuPlan map version folders (spec §3.1).
@@ -81,6 +82,7 @@ class SynthConfig:
     :param jpeg_quality: camera JPEG quality.
     :param n_workers: processes that simulate and render logs in parallel.
     :param warmup_s: simulated seconds before the first recorded frame, so traffic is settled [s].
+    :param families: scenario families dealt to the logs of every split (default: all registered ones).
     """
 
     seed: int = 0
@@ -97,11 +99,15 @@ class SynthConfig:
     jpeg_quality: int = 85
     n_workers: int = 2
     warmup_s: float = 4.0
+    families: tuple[str, ...] = tuple(sorted(FAMILIES))
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.splits) - set(SPLITS))
         if unknown:
             raise ValueError(f"SynthConfig.splits has unknown split(s) {unknown}; known: {sorted(SPLITS)}")
+        bad = sorted(set(self.families) - set(FAMILIES))
+        if bad or not self.families:
+            raise ValueError(f"SynthConfig.families has unknown or no families {bad}; known: {sorted(FAMILIES)}")
         if self.image_size[0] < 16 or self.image_size[1] < 16:
             raise ValueError(f"SynthConfig.image_size must be at least 16x16, got {self.image_size}")
 
@@ -112,9 +118,10 @@ class SynthConfig:
 
     @classmethod
     def tiny(cls, seed: int = 0) -> "SynthConfig":
-        """Two short logs per split with thumbnail images, for tests."""
+        """Two short logs per split with thumbnail images, for tests; families that turn and change lanes."""
         small = SplitSize(2, 20)
         return cls(
+            families=("intersection_protected", "intersection_unprotected", "lane_drop_merge", "t_junction"),
             seed=seed,
             splits={"navtrain": small, "navtest": small, "navmini": SplitSize(2, 28)},
             image_size=(64, 36),
@@ -126,6 +133,7 @@ class SynthConfig:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["image_size"] = list(self.image_size)
+        data["families"] = list(self.families)
         return data
 
     def config_hash(self) -> str:

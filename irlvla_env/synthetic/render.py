@@ -4,18 +4,20 @@ Why the design looks like this: the world is flat (ground = ego z = 0) and the s
 where each camera pixel and each LiDAR ray meets the ground is a constant of the rig. The renderer therefore
 precomputes those ground hits once, and per ego pose only (1) rasterises the nearby map into an ego-frame
 *material* raster with PIL, (2) looks every ground hit up in it (colour for cameras, reflectivity for LiDAR),
-and (3) draws or ray-casts the few 3-D boxes. Near-plane clipping is only needed for box faces; the ground never
+and (3) draws (`_draw_boxes`) or ray-casts (`lidar_cast.py`) the few 3-D boxes. Near-plane clipping is only needed for box faces; the ground never
 needs it. Frames follow `sensors.py`: ego = lidar, x forward, y left, z up; cameras are OpenCV.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from irlvla_env.navsim.geometry import wrap_angle
+from irlvla_env.navsim.geometry import global_to_local
+from irlvla_env.synthetic.lidar_cast import LidarCaster
 from irlvla_env.synthetic.render_map import MATERIALS, RenderMap
 from irlvla_env.synthetic.sensors import CameraSpec, LidarSpec, default_rig
 
@@ -27,7 +29,8 @@ MATERIAL_COLORS = np.array(
      [232, 232, 226], [222, 186, 60], [240, 240, 234]], dtype=np.float32,
 )  # fmt: skip
 MATERIAL_INTENSITY = np.array([12.0, 8.0, 20.0, 10.0, 70.0, 90.0, 90.0, 80.0, 90.0], dtype=np.float32)
-assert len(MATERIAL_COLORS) == len(MATERIAL_INTENSITY) == len(MATERIALS)
+if not len(MATERIAL_COLORS) == len(MATERIAL_INTENSITY) == len(MATERIALS):
+    raise RuntimeError("render.py: MATERIAL_COLORS / MATERIAL_INTENSITY must have one row per render_map.MATERIALS")
 
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "vehicle": (40, 90, 200),
@@ -39,15 +42,16 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "generic_object": (150, 80, 200),
 }
 UNKNOWN_CLASS_COLOR = (128, 128, 128)
-CLASS_INTENSITY = {"vehicle": 45.0, "pedestrian": 25.0, "bicycle": 35.0, "traffic_cone": 120.0, "barrier": 60.0,
-                   "czone_sign": 150.0, "generic_object": 30.0}  # fmt: skip
+SIGNAL_COLORS = {True: (235, 35, 30), False: (40, 210, 70)}  # is_red -> RGB (navsim stores only red / not red)
+SIGNAL_HEAD_SIZE = np.array([0.35, 0.35, 1.0])  # [m] length, width, height of a light head
+SIGNAL_HEAD_HEIGHT = 5.0  # [m] of the head's centre above the road
 SKY_TOP, SKY_HORIZON, FOG = np.array([70, 120, 190.0]), np.array([185, 205, 225.0]), np.array([170, 180, 185.0])
 LIGHT_DIRECTION = np.array([0.35, 0.25, 0.9]) / np.linalg.norm([0.35, 0.25, 0.9])
 NEAR_PLANE = 0.15  # [m] box faces are clipped to camera z >= this
 NOISE_CELL = 0.25  # [m] world-anchored ground texture cell (a 256-cell tile repeats every 64 m)
 NOISE_LEVELS, FOG_LEVELS, NOISE_AMPLITUDE = 16, 32, 0.06
 
-# Box corners (unit box, centred) and the 6 faces as corner indices, counter-clockwise seen from outside.
+# Box corners (unit box, centred; index = 4 ix + 2 iy + iz) and the faces +x, -x, +y, -y, +z, -z as corner rings.
 _UNIT_CORNERS = np.array([[sx, sy, sz] for sx in (-0.5, 0.5) for sy in (-0.5, 0.5) for sz in (-0.5, 0.5)])
 _FACES = np.array([[4, 6, 7, 5], [0, 1, 3, 2], [2, 3, 7, 6], [0, 4, 5, 1], [1, 5, 7, 3], [0, 2, 6, 4]])
 _FACE_NORMALS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1.0]])
@@ -98,15 +102,16 @@ class _BoxFaces:
     edges: list[list[tuple[int, int, int]]]  # (N, 6) darker outline RGB
 
     @classmethod
-    def build(cls, boxes: np.ndarray, names: list[str]) -> "_BoxFaces":
+    def build(cls, boxes: np.ndarray, colors: np.ndarray) -> "_BoxFaces":
+        """:param boxes: `(N, 7)` ego frame. :param colors: `(N, 3)` unshaded RGB."""
         corners = box_corners(boxes)
         c, s = np.cos(boxes[:, 6]), np.sin(boxes[:, 6])
         zeros, ones = np.zeros_like(c), np.ones_like(c)
-        rot = np.stack([np.stack([c, s, zeros], -1), np.stack([-s, c, zeros], -1), np.stack([zeros, zeros, ones], -1)], 1)
+        rows = ([c, s, zeros], [-s, c, zeros], [zeros, zeros, ones])
+        rot = np.stack([np.stack(row, -1) for row in rows], 1)  # (N, 3, 3) box -> ego, transposed
         normals = np.einsum("fk,nkj->nfj", _FACE_NORMALS, rot)
         light = 0.55 + 0.45 * np.clip(normals @ LIGHT_DIRECTION, 0.0, 1.0)  # (N, 6)
-        base = np.array([CLASS_COLORS.get(n, UNKNOWN_CLASS_COLOR) for n in names], dtype=np.float64).reshape(-1, 1, 3)
-        fills = np.clip(base * light[..., None], 0, 255).astype(int)
+        fills = np.clip(np.asarray(colors, dtype=np.float64).reshape(-1, 1, 3) * light[..., None], 0, 255).astype(int)
         return cls(
             corners=corners,
             normals=normals,
@@ -160,15 +165,7 @@ class SensorRenderer:
         self._noise_tile = np.random.default_rng(1234).integers(0, NOISE_LEVELS, size=(256, 256)).astype(np.int32)
         self._color_table = _ground_color_table()
         self._cameras = {name: self._camera_ground(spec) for name, spec in self.rig.items()}
-        self._lidar_rays = self.lidar.ray_directions()  # (B, A, 3)
-        self._lidar_elevations = self.lidar.elevations()
-        # Where each LiDAR ray meets the ground is fixed by the mount: inf for rays that never do within range.
-        origin, dz = np.asarray(self.lidar.mount, dtype=np.float64), self._lidar_rays[..., 2]
-        ground_range = np.where(dz < -1e-9, -origin[2] / np.minimum(dz, -1e-9), np.inf)
-        self._lidar_ground_mask = ground_range <= self.lidar.max_range
-        self._lidar_ground_range = np.where(self._lidar_ground_mask, ground_range, np.inf)
-        mask = self._lidar_ground_mask
-        self._lidar_ground_hits = origin[:2] + ground_range[mask][:, None] * self._lidar_rays[mask][:, :2]
+        self._lidar = LidarCaster(self.lidar)
         self._raster_key: tuple[float, float, float] | None = None
         self._raster: np.ndarray | None = None
 
@@ -193,7 +190,8 @@ class SensorRenderer:
         fog = np.clip((distance - 0.45 * self.half_extent) / (0.55 * self.half_extent), 0.0, 1.0) ** 1.5
         fog_level = np.round(fog * (FOG_LEVELS - 1)).astype(np.int32)
         k, (w, h) = spec.intrinsics, spec.image_size
-        frustum = np.array([[k[0, 0], 0, k[0, 2]], [-k[0, 0], 0, w - k[0, 2]], [0, k[1, 1], k[1, 2]], [0, -k[1, 1], h - k[1, 2]]])
+        fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+        frustum = np.array([[fx, 0, cx], [-fx, 0, w - cx], [0, fy, cy], [0, -fy, h - cy]])  # u>=0, u<=w, v>=0, v<=h
         return _CameraGround(
             spec=spec,
             background=background.reshape(spec.height, spec.width, 3).astype(np.uint8),
@@ -252,6 +250,7 @@ class SensorRenderer:
         boxes: np.ndarray,
         names: list[str],
         cameras: list[str] | None = None,
+        traffic_lights: Sequence[tuple[int | str, bool]] | None = None,
     ) -> dict[str, np.ndarray]:
         """Images uint8 `(H, W, 3)` per camera name.
 
@@ -259,6 +258,8 @@ class SensorRenderer:
         :param boxes: `(N, 7)` ego-frame `[x, y, z, l, w, h, heading]`.
         :param names: `N` class names (navsim's `gt_names`), for colours.
         :param cameras: subset of rig names (default: all).
+        :param traffic_lights: the frame's `(lane_connector_id, is_red)` list; each connector with a known
+            signal head gets a red or green light box above its entry.
         """
         pose = np.asarray(ego_pose, dtype=np.float64).reshape(3)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
@@ -268,12 +269,18 @@ class SensorRenderer:
         if unknown:
             raise KeyError(f"unknown camera(s) {unknown}; the rig has {sorted(self._cameras)}")
         raster = self.material_raster(pose)
-        faces = _BoxFaces.build(boxes, names)
+        colors = np.array([CLASS_COLORS.get(n, UNKNOWN_CLASS_COLOR) for n in names], dtype=np.float64).reshape(-1, 3)
+        if traffic_lights:
+            lights, light_colors = self._signal_boxes(pose, traffic_lights)
+            boxes, colors = np.vstack([boxes, lights]), np.vstack([colors, light_colors])
+        faces = _BoxFaces.build(boxes, colors)
         c, s = np.cos(pose[2]), np.sin(pose[2])
         rot = np.array([[c, s], [-s, c]], dtype=np.float32)
-        # World-anchored texture: the tile repeats every 256 cells, so only the pose modulo that period matters.
+        # World-anchored texture: the tile repeats every 256 cells, so only the pose modulo that period matters;
+        # two extra periods keep every ground point's coordinate positive, so truncation equals floor.
         period = 256 * NOISE_CELL
-        shift = (np.mod(pose[:2], period) + period).astype(np.float32)
+        margin = np.ceil(self.half_extent * np.sqrt(2.0) / period + 1.0) * period
+        shift = (np.mod(pose[:2], period) + margin).astype(np.float32)
         out = {}
         for name in cameras or list(self._cameras):
             cam = self._cameras[name]
@@ -282,10 +289,24 @@ class SensorRenderer:
             noise = self._noise_tile[cell[:, 0], cell[:, 1]]
             key = cam.fog_key + noise * len(MATERIALS) + self._ground_lookup(raster, cam.hits)
             image.reshape(-1, 3)[cam.pixel_index] = np.take(self._color_table, key, axis=0)
-            if len(boxes):
+            if len(faces.corners):
                 image = self._draw_boxes(image, cam, faces)
             out[name] = image
         return out
+
+    def _signal_boxes(
+        self, pose: np.ndarray, traffic_lights: Sequence[tuple[int | str, bool]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ego-frame light-head boxes `(K, 7)` and their colours `(K, 3)` for the connectors with a status."""
+        heads = self.map.signal_heads
+        known = [(heads[str(cid)], bool(red)) for cid, red in traffic_lights if str(cid) in heads]
+        if not known:
+            return np.zeros((0, 7)), np.zeros((0, 3))
+        world = np.array([head for head, _ in known])
+        local = global_to_local(world, pose)
+        boxes = np.column_stack([local[:, :2], np.full(len(known), SIGNAL_HEAD_HEIGHT),
+                                 np.tile(SIGNAL_HEAD_SIZE, (len(known), 1)), local[:, 2]])  # fmt: skip
+        return boxes, np.array([SIGNAL_COLORS[red] for _, red in known], dtype=np.float64)
 
     def _draw_boxes(self, image: np.ndarray, cam: _CameraGround, faces: "_BoxFaces") -> np.ndarray:
         """Shaded, back-face-culled, near-clipped box faces, far boxes first (painter's algorithm)."""
@@ -320,103 +341,40 @@ class SensorRenderer:
     ) -> np.ndarray:
         """One merged sweep, float32 `(6, N)`: rows `x, y, z, intensity, ring, lidar_id` in the ego frame.
 
-        Rays hit the ground (z = 0) and the boxes (slab test, only over the azimuth columns a box spans);
-        the nearest hit within `max_range` wins, then range noise and random dropout are applied.
+        Rays hit the ground (z = 0, reflectivity from the material raster) and the boxes; the nearest hit
+        within `max_range` wins, then range noise and random dropout are applied (see `lidar_cast.py`).
+
+        :param rng: noise generator; default the renderer's own (seeded by `seed`, advancing per call).
         """
         pose = np.asarray(ego_pose, dtype=np.float64).reshape(3)
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
         if len(names) != len(boxes):
             raise ValueError(f"render_lidar: {len(boxes)} boxes but {len(names)} names")
-        rng = self.rng if rng is None else rng
-        spec, rays = self.lidar, self._lidar_rays
-        origin = np.asarray(spec.mount, dtype=np.float64)
-        num_beams, num_az = rays.shape[:2]
-
-        ranges = self._lidar_ground_range.copy()
-        intensity = np.zeros(ranges.shape, dtype=np.float32)
-        ground = self._lidar_ground_mask
-        intensity[ground] = MATERIAL_INTENSITY[self._ground_lookup(self.material_raster(pose), self._lidar_ground_hits)]
-
-        for i in range(len(boxes)):
-            window = self._box_window(boxes[i], origin, num_az)
-            if window is None:
-                continue
-            rows, cols = window
-            t_hit = _ray_box_distance(origin, rays[rows][:, cols], boxes[i])
-            sub_r = ranges[rows, cols]
-            closer = t_hit < sub_r
-            if closer.any():
-                sub_i = intensity[rows, cols]
-                sub_r[closer] = t_hit[closer]
-                sub_i[closer] = CLASS_INTENSITY.get(names[i], 30.0)
-                ranges[rows, cols], intensity[rows, cols] = sub_r, sub_i
-
-        keep = np.isfinite(ranges) & (ranges <= spec.max_range) & (rng.random(ranges.shape) >= spec.dropout)
-        r = ranges[keep] + rng.normal(0.0, spec.range_noise_std, size=int(keep.sum()))
-        xyz = origin + r[:, None] * rays[keep]
-        ring = np.broadcast_to(np.arange(num_beams)[:, None], (num_beams, num_az))[keep]
-        points = np.empty((6, len(r)), dtype=np.float32)
-        points[:3] = xyz.T
-        points[3] = np.clip(intensity[keep] + rng.normal(0.0, 2.0, size=len(r)), 0.0, 255.0)
-        points[4] = ring
-        points[5] = 0.0
-        return points
-
-    def _box_window(self, box: np.ndarray, origin: np.ndarray, num_az: int) -> tuple[slice, np.ndarray] | None:
-        """Beam rows (a slice) and azimuth columns whose rays can reach the box; None when out of range.
-
-        Bounding the rays by the box's azimuth span and elevation span keeps the slab test to the few hundred
-        rays that matter instead of the whole sweep.
-        """
-        half_diagonal = 0.5 * np.hypot(box[3], box[4])
-        distance = np.linalg.norm(box[:2] - origin[:2])
-        if distance - half_diagonal > self.lidar.max_range:
-            return None
-        if np.all(np.abs(_to_box_frame(origin[:2], box)) <= box[3:5] / 2):  # sensor above the footprint
-            return slice(None), np.arange(num_az)
-        near, far = max(distance - half_diagonal, 0.05), distance + half_diagonal
-        low, high = box[2] - box[5] / 2 - origin[2], box[2] + box[5] / 2 - origin[2]
-        elevation_low = np.arctan2(low, near if low < 0 else far)
-        elevation_high = np.arctan2(high, near if high > 0 else far)
-        elevations = self._lidar_elevations
-        rows = slice(max(int(np.searchsorted(elevations, elevation_low)) - 1, 0),
-                     int(np.searchsorted(elevations, elevation_high)) + 1)  # fmt: skip
-        corners = box_corners(box[None])[0, ::2, :2] - origin[:2]  # the 4 footprint corners
-        center = np.arctan2(box[1] - origin[1], box[0] - origin[0])
-        rel = wrap_angle(np.arctan2(corners[:, 1], corners[:, 0]) - center)
-        step = 2.0 * np.pi / num_az
-        first = int(np.floor((center + rel.min() + np.pi) / step))
-        last = int(np.ceil((center + rel.max() + np.pi) / step))
-        return rows, np.arange(first, last + 1) % num_az
+        ground = MATERIAL_INTENSITY[self._ground_lookup(self.material_raster(pose), self._lidar.ground_hits)]
+        return self._lidar.cast(boxes, names, ground, self.rng if rng is None else rng)
 
 
-def _to_box_frame(xy: np.ndarray, box: np.ndarray) -> np.ndarray:
-    c, s = np.cos(box[6]), np.sin(box[6])
-    d = np.asarray(xy, dtype=np.float64) - box[:2]
-    return np.array([c * d[0] + s * d[1], -s * d[0] + c * d[1]])
-
-
-def _ray_box_distance(origin: np.ndarray, directions: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Distance along unit `directions` `(..., 3)` from `origin` to an oriented box (inf where missed)."""
-    c, s = np.cos(box[6]), np.sin(box[6])
-    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # box -> ego
-    o = (origin - box[:3]) @ rot
-    d = directions @ rot
-    half = box[3:6] / 2.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / np.where(np.abs(d) < 1e-12, 1e-12, d)
-        t1, t2 = (-half - o) * inv, (half - o) * inv
-    t_near = np.minimum(t1, t2).max(axis=-1)
-    t_far = np.maximum(t1, t2).min(axis=-1)
-    t = np.where(t_near > 0, t_near, t_far)
-    return np.where((t_near <= t_far) & (t > 0), t, np.inf)
-
-
-def render_cameras(render_map: RenderMap, ego_pose, boxes, names, cameras=None, **renderer_kwargs):
+def render_cameras(
+    render_map: RenderMap,
+    ego_pose: np.ndarray,
+    boxes: np.ndarray,
+    names: list[str],
+    cameras: list[str] | None = None,
+    traffic_lights: Sequence[tuple[int | str, bool]] | None = None,
+    **renderer_kwargs: object,
+) -> dict[str, np.ndarray]:
     """One-shot :meth:`SensorRenderer.render_cameras` (build a `SensorRenderer` to render many poses)."""
-    return SensorRenderer(render_map, **renderer_kwargs).render_cameras(ego_pose, boxes, names, cameras)
+    renderer = SensorRenderer(render_map, **renderer_kwargs)
+    return renderer.render_cameras(ego_pose, boxes, names, cameras, traffic_lights)
 
 
-def render_lidar(render_map: RenderMap, ego_pose, boxes, names, rng=None, **renderer_kwargs):
+def render_lidar(
+    render_map: RenderMap,
+    ego_pose: np.ndarray,
+    boxes: np.ndarray,
+    names: list[str],
+    rng: np.random.Generator | None = None,
+    **renderer_kwargs: object,
+) -> np.ndarray:
     """One-shot :meth:`SensorRenderer.render_lidar`."""
     return SensorRenderer(render_map, **renderer_kwargs).render_lidar(ego_pose, boxes, names, rng)

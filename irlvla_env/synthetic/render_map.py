@@ -127,6 +127,8 @@ class RenderMap:
     :param dashed_white: lane dividers between lanes of one direction.
     :param solid_white: right road edges.
     :param solid_yellow: left road edges (centre lines of two-way roads).
+    :param signal_heads: lane-connector id -> `(x, y, heading)` of its traffic-light head (drawn only when a
+        frame gives that connector a status).
     """
 
     drivable: list[Polygon] = field(default_factory=list)
@@ -137,6 +139,7 @@ class RenderMap:
     dashed_white: list[LineString] = field(default_factory=list)
     solid_white: list[LineString] = field(default_factory=list)
     solid_yellow: list[LineString] = field(default_factory=list)
+    signal_heads: dict[str, np.ndarray] = field(default_factory=dict)
     layers: list[RenderLayer] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -181,7 +184,9 @@ class RenderMap:
                     line = _offset_side(lane.polygon, lane.baseline_path, side)
                     if line is not None:
                         markings[kind].append(line)
+        heads = {cid: _signal_head(conn.baseline_path) for cid, conn in map_api.lane_connectors.items()}
         return cls(
+            signal_heads={cid: head for cid, head in heads.items() if head is not None},
             drivable=drivable,
             walkways=list(map_api.walkways.values()),
             carparks=list(map_api.carpark_areas.values()),
@@ -198,3 +203,19 @@ def _offset_side(polygon: Polygon, baseline: LineString, side: str) -> LineStrin
     half_width = 0.5 * polygon.area / baseline.length
     line = baseline.offset_curve(half_width if side == "left" else -half_width)
     return line if isinstance(line, LineString) and not line.is_empty else None
+
+
+def _signal_head(baseline: LineString | None) -> np.ndarray | None:
+    """`(x, y, heading)` where a connector's light hangs: over its entry, nudged towards the way it turns.
+
+    Connectors leaving one lane share the entry point; the nudge (up to 1 m) keeps their heads apart.
+    """
+    if baseline is None or baseline.length <= 0:
+        return None
+    coords = np.asarray(baseline.coords)[:, :2]
+    start, second, end = coords[0], coords[1], coords[-1]
+    direction = (second - start) / max(float(np.linalg.norm(second - start)), 1e-9)
+    left = np.array([-direction[1], direction[0]])
+    nudge = float(np.clip((end - start) @ left / 10.0, -1.0, 1.0))
+    x, y = start + nudge * left
+    return np.array([x, y, np.arctan2(direction[1], direction[0])])

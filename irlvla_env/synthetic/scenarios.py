@@ -311,6 +311,7 @@ def build_intersection(net: RoadNetwork, frame: _Frame, rng: np.random.Generator
                 net.lanes[conn].has_signal = True
                 net.lanes[conn].stop_line_ids = list(net.lanes[net.lanes[conn].predecessors[0]].stop_line_ids)
     tile = Tile(family, net, [], 0.0, traffic_density=float(rng.uniform(0.6, 1.2)))
+    _corner_car_park(tile, frame, half + 12.0, rng)
     tile.signals.append(_signal_plan(net, arms, movements, protected, cross_turn, rng))
     _crossing_pedestrians(tile, arms, movements, frame, half, width, rng)
 
@@ -327,8 +328,23 @@ def build_intersection(net: RoadNetwork, frame: _Frame, rng: np.random.Generator
     route += follow_lanes(net, conn, 10_000.0)
     tile.ego_route = route
     tile.ego_start_s = arms[ego_arm].length - approach_dist
+    # Time the lights against the ego's arrival: some logs wait at red, others roll through on green.
+    arrival = approach_dist / (0.7 * speed)
+    tile.signals[0] = tile.signals[0].with_green_at(conn, arrival + float(rng.uniform(-12.0, 14.0)))
     tile.traffic_entries = [lane for arm in arms for lane in arm.incoming[0].lane_ids]
     return tile
+
+
+def _corner_car_park(tile: Tile, frame: _Frame, start: float, rng: np.random.Generator) -> None:
+    """A parking lot in the corner between the first two arms, with a row of parked cars."""
+    size = np.array([rng.uniform(24.0, 40.0), rng.uniform(14.0, 22.0)])
+    lot = np.array([[start, start], [start + size[0], start], [start + size[0], start + size[1]], [start, start + size[1]]])
+    tile.network.carparks[tile.network.new_id()] = Polygon(frame(lot))
+    heading = frame.yaw + np.pi / 2
+    for x in np.arange(start + 2.0, start + size[0] - 2.0, 2.9):
+        if rng.random() < 0.7:
+            centre = frame(np.array([[x, start + 3.0]]))[0]
+            tile.statics.append(StaticObject("vehicle", (centre[0], centre[1], heading), (4.5, 1.9, 1.6)))
 
 
 def _arm_furniture(net: RoadNetwork, frame: _Frame, arm: _Arm, half: float, width: float) -> None:
@@ -393,9 +409,8 @@ def _signal_plan(
                 net.lanes[c].yield_to = [x for (i, _j), cs in movements.items() if i == oncoming for x in cs
                                          if net.lanes[x].turn != cross_turn]  # fmt: skip
     all_conns = tuple(sorted(c for cs in movements.values() for c in cs))
-    green = tuple(float(rng.uniform(8.0, 12.0) if len(p) < 3 else rng.uniform(14.0, 22.0)) for p in phases)
-    plan = SignalPlan(all_conns, tuple(phases), green, 3.0, 1.5, 0.0)
-    return SignalPlan(all_conns, tuple(phases), green, 3.0, 1.5, float(rng.uniform(0.0, plan.cycle_s)))
+    green = tuple(float(rng.uniform(6.0, 9.0) if len(p) < 3 else rng.uniform(10.0, 16.0)) for p in phases)
+    return SignalPlan(all_conns, tuple(phases), green, 3.0, 1.0, 0.0)
 
 
 def _crossing_pedestrians(

@@ -47,7 +47,7 @@ def camera_rotation(yaw: float, pitch: float) -> np.ndarray:
     return yaw_m @ pitch_m @ _CAMERA_AXES_IN_EGO
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CameraSpec:
     """One pinhole camera with the fields of an OpenScene `cams[...]` entry.
 

@@ -53,3 +53,23 @@ class SignalPlan:
             if tau < 0:
                 return state
         return state
+
+    def with_green_at(self, connector_id: int, t: float) -> "SignalPlan":
+        """The same plan, shifted so the phase holding `connector_id` turns green at world time `t` [s]."""
+        start = 0.0
+        for phase, green in zip(self.phases, self.green_s):
+            if connector_id in phase:
+                break
+            start += green + self.yellow_s + self.all_red_s
+        else:
+            raise ValueError(f"connector {connector_id} is in no phase of this plan")
+        offset = float(np.mod(start - t, self.cycle_s))
+        return SignalPlan(self.connector_ids, self.phases, self.green_s, self.yellow_s, self.all_red_s, offset)
+
+    def stays_red(self, connector_ids: tuple[int, ...], t: float, duration: float) -> bool:
+        """Whether every one of `connector_ids` is red from `t` for at least `duration` seconds."""
+        for tau in np.arange(t, t + duration + 0.5, 0.5):
+            state = self.states(float(tau))
+            if any(state.get(c, RED) != RED for c in connector_ids):
+                return False
+        return True

@@ -13,17 +13,19 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-import shapely
 from shapely.geometry import LineString
 
 from irlvla_env.synthetic import geometry2d as g2
 from irlvla_env.synthetic.road_network import RoadNetwork
-from irlvla_env.synthetic.scenarios import STOP_LINE_SETBACK, PedestrianPlan, StaticObject, Tile, follow_lanes
+from irlvla_env.synthetic.scenarios import STOP_LINE_SETBACK, PedestrianPlan, Tile, follow_lanes
 from irlvla_env.synthetic.signals import GREEN, RED, YELLOW
 
 DT = 0.1  # [s] simulation step
 COMFORT_DECEL = 2.5  # [m/s^2] a driver stops for a yellow light only if this suffices
 LOOKAHEAD = 80.0  # [m]
+DECIDE_EVERY = 2  # steps between traffic decisions near the ego
+FAR_DECIDE_EVERY = 10  # steps between decisions of cars far from the ego
+FAR_RANGE = 200.0  # [m]
 
 
 class PathTrack:
@@ -90,6 +92,26 @@ class DriverParams:
 
 
 @dataclass
+class BrakePlan:
+    """A scripted stop-and-go of a lead car: brake at `decel` from `t_start` to `v_low`, hold, drive on."""
+
+    t_start: float
+    decel: float  # [m/s^2]
+    v_low: float  # [m/s]
+    hold: float  # [s]
+    reached_at: float | None = None
+
+    def limit(self, t: float, v: float, a: float) -> float:
+        if t < self.t_start:
+            return a
+        if self.reached_at is None:
+            if v > self.v_low + 0.05:
+                return min(a, -self.decel)
+            self.reached_at = t
+        return min(a, 0.0) if t < self.reached_at + self.hold else a
+
+
+@dataclass
 class Agent:
     """A moving vehicle; the box centre (or, for the ego, the rear axle) runs along `path` at arclength `s`."""
 
@@ -102,9 +124,10 @@ class Agent:
     front: float  # distance from the reference point to the front bumper [m]
     name: str = "vehicle"
     a: float = 0.0
+    a_cmd: float = 0.0  # last decided acceleration (traffic decides at a lower rate than it moves)
     alive: bool = True
     is_ego: bool = False
-    brake_plan: tuple[float, float, float, float] | None = None  # (t_start, decel, v_low, hold)
+    brake_plan: "BrakePlan | None" = None
     crossings: list[tuple[int, float, float]] = field(default_factory=list)
 
     def pose(self) -> np.ndarray:
@@ -149,6 +172,9 @@ class ObjectTable:
     is_vehicle: np.ndarray
     owner: list  # Agent | Walker | StaticObject
 
+    def __post_init__(self) -> None:
+        self.index = {id(o): i for i, o in enumerate(self.owner)}
+
 
 class World:
     """All objects of one tile, stepped at 10 Hz."""
@@ -165,6 +191,7 @@ class World:
         self.static_tokens = [token(log_key, "static", i) for i in range(len(self.statics))]
         self.light_state: dict[int, int] = {}
         self._spawn_count = 0
+        self._step_count = 0
         self._update_lights()
 
     # ------------------------------------------------------------------------------------------ population
@@ -216,8 +243,8 @@ class World:
         params = self.random_params()
         v = ego.v * float(self.rng.uniform(0.9, 1.05))
         lead = self.new_agent(ego.path.lane_route, ego.s + ego.front + gap, v, params)
-        lead.brake_plan = (float(self.rng.uniform(4.0, 14.0)), float(self.rng.uniform(2.5, 3.5)),
-                           float(self.rng.uniform(0.0, 4.0)), float(self.rng.uniform(1.5, 5.0)))  # fmt: skip
+        lead.brake_plan = BrakePlan(float(self.rng.uniform(4.0, 14.0)), float(self.rng.uniform(2.5, 3.5)),
+                                    float(self.rng.uniform(0.0, 4.0)), float(self.rng.uniform(1.5, 5.0)))  # fmt: skip
 
     def inflow(self) -> None:
         """New cars enter at the tile's entries when there is room (keeps traffic going through long logs)."""
@@ -257,16 +284,26 @@ class World:
                            np.array(is_vehicle, dtype=bool), owners)  # fmt: skip
 
     def step(self, ego_controller: object | None = None) -> None:
-        """Advance every object by `DT`; the ego's acceleration comes from `ego_controller.accel(world, ego)`."""
+        """Advance every object by `DT`; the ego's acceleration comes from `ego_controller.accel(world, ego)`.
+
+        Traffic re-decides every `DECIDE_EVERY` steps (staggered), and every `FAR_DECIDE_EVERY` steps when
+        farther than `FAR_RANGE` from the ego: nobody records those cars closely, and it keeps a log cheap.
+        """
         table = self.objects()
+        ego_xy = next((table.xy[table.index[id(a)]] for a in self.agents if a.is_ego and a.alive), None)
         accels = []
-        for agent in self.agents:
+        for i, agent in enumerate(self.agents):
             if not agent.alive:
                 accels.append(0.0)
             elif agent.is_ego and ego_controller is not None:
                 accels.append(ego_controller.accel(self, agent, table))
             else:
-                accels.append(self._traffic_accel(agent, table))
+                far = ego_xy is not None and np.linalg.norm(table.xy[table.index[id(agent)]] - ego_xy) > FAR_RANGE
+                every = FAR_DECIDE_EVERY if far else DECIDE_EVERY
+                if (self._step_count + i) % every == 0 or agent.brake_plan is not None:
+                    agent.a_cmd = self._traffic_accel(agent, table)
+                accels.append(agent.a_cmd)
+        self._step_count += 1
         for agent, a in zip(self.agents, accels):
             if not agent.alive:
                 continue
@@ -282,13 +319,7 @@ class World:
 
     def _traffic_accel(self, agent: Agent, table: ObjectTable) -> float:
         a = idm_accel(self, agent, table)
-        if agent.brake_plan is not None:
-            t0, decel, v_low, hold = agent.brake_plan
-            if t0 <= self.t < t0 + hold + (agent.v - v_low) / decel + 0.5 and agent.v > v_low:
-                a = min(a, -decel)
-            elif t0 <= self.t < t0 + hold + 8.0:
-                a = min(a, 0.0) if agent.v <= v_low and self.t < t0 + hold + 2.0 else a
-        return a
+        return a if agent.brake_plan is None else agent.brake_plan.limit(self.t, agent.v, a)
 
     def _step_walkers(self, table: ObjectTable) -> None:
         vehicle_xy = table.xy[table.is_vehicle]
@@ -300,8 +331,11 @@ class World:
             at_curb = w.plan.crosswalk_id is not None and w.plan.crossing_s[0] - 1.0 <= w.s < w.plan.crossing_s[0]
             go = True
             if at_curb and not w.crossing:
-                if w.plan.gate_connectors:
-                    go = all(self.light_state.get(c, RED) == RED for c in w.plan.gate_connectors)
+                if w.plan.gate_connectors:  # walk only if the crossing can be finished before those lights turn
+                    crossing_time = (w.plan.crossing_s[1] - w.plan.crossing_s[0]) / w.plan.speed + 2.0
+                    go = all(self.light_state.get(c, RED) == RED for c in w.plan.gate_connectors) and any(
+                        p.stays_red(w.plan.gate_connectors, self.t, crossing_time) for p in self.tile.signals
+                    )
                 else:  # unsignalised: wait while a car is close and not slow
                     near = np.linalg.norm(vehicle_xy - w.pose()[:2], axis=1) < 25.0
                     go = not np.any(near & (vehicle_speed > 2.0))
@@ -340,8 +374,8 @@ def _closest_constraint(world: World, agent: Agent, table: ObjectTable, path: Pa
     front = s + agent.front
     best_gap, best_v = path.length - 1.0 - front, 0.0  # the end of the path
     # Objects in the corridor ahead.
-    me = next((i for i, o in enumerate(table.owner) if o is agent), -1)
-    xy = path.pose(s)[:2]
+    me = table.index.get(id(agent), -1)
+    xy = table.xy[me] if me >= 0 and path is agent.path and s == agent.s else path.pose(s)[:2]
     near = np.linalg.norm(table.xy - xy, axis=1) < LOOKAHEAD + 10.0
     if me >= 0:
         near[me] = False
@@ -412,11 +446,3 @@ def _must_yield(world: World, me: Agent, priority: list[int]) -> bool:
             if span is not None and span[1] - (other.s + other.front) < max(12.0, 4.5 * other.v):
                 return True
     return False
-
-
-def static_boxes(statics: list[StaticObject]) -> np.ndarray:
-    """`(N, 6)` `x, y, heading, length, width, height` of static objects."""
-    return np.array([[*o.pose, *o.size] for o in statics]).reshape(-1, 6)
-
-
-__all__ = ["DT", "Agent", "DriverParams", "PathTrack", "World", "idm_accel", "shapely"]

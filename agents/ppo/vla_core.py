@@ -1,0 +1,227 @@
+"""`VLACore`: the IRL-VLA policy (`agents.vla.VLAAgent`) seen by PPO as a `DiffusionCore`.
+
+RL fine-tunes the diffusion planner (as DPPO fine-tunes the denoiser and ReCogDrive its DiT planner, both with
+the perception backbone fixed); the semantic (VLM) and 3D (BEV) reasoning modules are frozen by default. A frozen
+encoder is a deterministic function of the observation, so its tokens are cached by an observation digest: the
+scene is encoded once when the rollout meets it, and the PPO epochs and the KL reference reuse those exact
+tensors. On two CPU cores the encoders cost over ten times the planner, so this is what makes RL affordable, and
+reusing bit-identical tokens keeps the first PPO ratio at exactly 1.
+
+The observation arrives as Stable-Baselines3 tensors: `camera` `(B, 3, H, W)` uint8 (channel-first), `lidar_bev`
+`(B, 2, S, S)`, `ego_status` `(B, num_history, 7)` and `command` `(B, 4)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.vla.config import VLAConfig
+from agents.vla.planner import DiffusionPlanner, PlannerContext
+from agents.vla.semantic import PromptTokenizer, driving_prompt
+
+# The modules that read sensors; their outputs are what the cache holds.
+SCENE_MODULES = ("semantic", "bev")
+MODULE_NAMES = (*SCENE_MODULES, "planner")
+OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command")
+
+
+def observation_digests(observations: dict[str, torch.Tensor]) -> list[bytes]:
+    """One 16-byte BLAKE2b digest per sample over every sensor array (shape, dtype and bytes)."""
+    arrays = [np.ascontiguousarray(observations[key].detach().cpu().numpy()) for key in OBSERVATION_KEYS]
+    digests = []
+    for row in range(len(arrays[0])):
+        h = hashlib.blake2b(digest_size=16)
+        for array in arrays:
+            h.update(str((array.dtype.str, array.shape[1:])).encode())
+            h.update(array[row].tobytes())
+        digests.append(h.digest())
+    return digests
+
+
+class SceneTokenCache:
+    """Least-recently-used store of frozen-encoder outputs, one `(N, d)` tensor per (module, observation).
+
+    Keys carry `id(module)`, so a KL reference that shares a frozen module with the trained core shares its
+    entries, while a module that was copied gets its own.
+
+    :param capacity: entries kept (per module and observation); a rollout plus its next observation must fit.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError(f"SceneTokenCache capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._store: OrderedDict[tuple[int, bytes], torch.Tensor] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def clear(self) -> None:
+        self._store.clear()
+
+    def get_or_compute(
+        self, module: nn.Module, digests: list[bytes], compute: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Stack the cached rows; `compute(rows)` encodes the missing ones (a long index tensor) in one batch."""
+        owner = id(module)
+        found = [self._store.get((owner, d)) for d in digests]
+        missing = [i for i, value in enumerate(found) if value is None]
+        self.hits += len(digests) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            computed = compute(torch.as_tensor(missing, dtype=torch.long))
+            for i, value in zip(missing, computed):
+                found[i] = value
+                self._store[(owner, digests[i])] = value
+        for d in digests:
+            self._store.move_to_end((owner, d))
+        while len(self._store) > self.capacity:
+            self._store.popitem(last=False)
+        return torch.stack(found)  # type: ignore[arg-type]
+
+
+class VLACore(nn.Module):
+    """The VLA's three modules as a stochastic policy over denoising chains.
+
+    Its state dict has exactly the keys of a `VLAAgent` (`semantic.*`, `bev.*`, `planner.*`), so `to_vla_agent`
+    is a strict load.
+
+    :param config: the agent's `VLAConfig`.
+    :param tokenizer: the agent's prompt tokenizer (the VLM reads a driving prompt built from ego status and command).
+    :param semantic: semantic reasoning module (VLM).
+    :param bev: 3D reasoning module (BEV encoder).
+    :param planner: the diffusion planner.
+    :param num_steps: K, the denoising steps of the inner MDP (None: the planner's inference steps).
+    :param cache_capacity: frozen-encoder outputs kept in memory.
+    """
+
+    def __init__(
+        self,
+        config: VLAConfig,
+        tokenizer: PromptTokenizer,
+        semantic: nn.Module,
+        bev: nn.Module,
+        planner: DiffusionPlanner,
+        num_steps: int | None = None,
+        cache_capacity: int = 4096,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.semantic, self.bev, self.planner = semantic, bev, planner
+        self.num_steps = int(num_steps or config.num_inference_steps)
+        self.timesteps = planner.timesteps(self.num_steps)  # validates K against the schedule
+        self.context_dim = 2 * config.d_model
+        self.frozen: set[str] = set()
+        self.cache = SceneTokenCache(cache_capacity)
+
+    @classmethod
+    def from_agent(cls, agent: nn.Module, num_steps: int | None = None, cache_capacity: int = 4096) -> "VLACore":
+        """Wrap a `VLAAgent`; the core trains the agent's own modules in place."""
+        return cls(agent.config, agent.tokenizer, agent.semantic, agent.bev, agent.planner, num_steps, cache_capacity)
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def freeze(self, names: Sequence[str]) -> None:
+        unknown = sorted(set(names) - set(MODULE_NAMES))
+        if unknown:
+            raise ValueError(f"cannot freeze unknown VLA module(s) {unknown}; the modules are {list(MODULE_NAMES)}")
+        for name in names:
+            getattr(self, name).requires_grad_(False).eval()
+            self.frozen.add(name)
+
+    def train(self, mode: bool = True) -> "VLACore":
+        """Frozen modules stay in eval mode whatever SB3 asks, so their outputs (and the cache) stay valid."""
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Loading new weights invalidates every cached encoder output."""
+        self.cache.clear()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def reference_copy(self) -> "VLACore":
+        """A frozen copy: frozen modules (and the cache) are shared, trainable ones are deep-copied."""
+        parts = {name: getattr(self, name) if name in self.frozen else copy.deepcopy(getattr(self, name))
+                 for name in MODULE_NAMES}
+        reference = VLACore(self.config, self.tokenizer, **parts, num_steps=self.num_steps)
+        reference.cache = self.cache
+        reference.freeze(MODULE_NAMES)
+        return reference
+
+    def to_vla_agent(self):
+        """A `VLAAgent` holding the current weights (a copy, in eval mode), ready for `save_pretrained`."""
+        from agents.vla.policy import VLAAgent
+
+        agent = VLAAgent(config=self.config)
+        agent.load_state_dict(self.state_dict(), strict=True)
+        return agent.eval()
+
+    # ------------------------------------------------------------------------------------------ encoding
+    def encode(self, observations: dict[str, torch.Tensor]) -> PlannerContext:
+        missing = [key for key in OBSERVATION_KEYS if key not in observations]
+        if missing:
+            raise KeyError(f"VLACore.encode: observation lacks {missing}; it has {sorted(observations)}")
+        camera = observations["camera"]
+        expected = (3, self.config.camera_height, self.config.camera_width)
+        if tuple(camera.shape[1:]) != expected:
+            raise ValueError(f"VLACore.encode: camera must be channel-first {expected}, got {tuple(camera.shape[1:])}")
+        device = self.planner.anchors.device
+        camera = camera.to(device).float() / 255.0  # 0..255 whether the buffer kept uint8 or not
+        lidar = observations["lidar_bev"].to(device).float()
+        ego = observations["ego_status"].to(device).float()
+        command = observations["command"].to(device).float()
+        digests = observation_digests(observations) if self.frozen & set(SCENE_MODULES) else []
+
+        def semantic(rows: torch.Tensor) -> torch.Tensor:
+            ego_np, command_np = ego[rows].cpu().numpy(), command[rows].cpu().numpy()
+            ids, mask = self.tokenizer.encode([driving_prompt(c, e) for c, e in zip(command_np, ego_np)])
+            return self.semantic(camera[rows], ids.to(device), mask.to(device))
+
+        def bev(rows: torch.Tensor) -> torch.Tensor:
+            return self.bev.planner_tokens(self.bev(lidar[rows], camera[rows]))
+
+        everything = torch.arange(len(camera), device=device)
+        tokens = []
+        for name, compute in (("semantic", semantic), ("bev", bev)):
+            if name in self.frozen:
+                with torch.no_grad():
+                    tokens.append(self.cache.get_or_compute(getattr(self, name), digests, compute))
+            else:
+                tokens.append(compute(everything))
+        return PlannerContext(torch.cat(tokens, dim=1), self.planner.embed_ego(ego, command))
+
+    def pooled(self, context: PlannerContext) -> torch.Tensor:
+        return torch.cat([context.tokens.mean(dim=1), context.ego], dim=-1)
+
+    # ------------------------------------------------------------------------------------------ the chain
+    def sample(self, context: PlannerContext, deterministic: bool, min_std: float) -> torch.Tensor:
+        chain = self.planner.sample_chain(context, num_steps=self.num_steps, deterministic=deterministic, min_std=min_std)
+        return chain.samples
+
+    def step_gaussians(
+        self, context: PlannerContext, chain: torch.Tensor, min_std: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All K steps of a stored chain in one decoder call (modes are independent, so steps stack like modes)."""
+        if chain.shape[1] != self.num_steps + 1:
+            raise ValueError(f"chain has {chain.shape[1]} samples, expected K+1 = {self.num_steps + 1}")
+        steps = self.timesteps.to(chain.device)
+        stride = int(steps[-1]) + 1
+        inputs = chain[:, :-1]
+        t = steps.unsqueeze(0).expand(chain.shape[0], -1)
+        x0, _ = self.planner.denoise(context, inputs, t)
+        mean, std = self.planner.step_gaussian(x0, inputs, t, t - stride, self.config.eta)
+        return mean, std.clamp(min=min_std)[..., None, None].expand_as(mean)
+
+    def trajectory(self, context: PlannerContext, x0: torch.Tensor) -> torch.Tensor:
+        return self.planner.normalizer.denormalize(x0)

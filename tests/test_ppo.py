@@ -1,0 +1,295 @@
+"""Stage 3 (DPPO fine-tuning of the VLA's diffusion planner): log-probabilities, the PPO update, checkpoints and
+resume, the reward-hacking audit, the command line.
+
+The algorithmic tests run on a toy vector env (random scenes, a closed-form reward) so they need no data; the
+end-to-end tests run `train_rl` on the tiny synthetic data set with the rule-based EPDMS or an untrained RWM.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from safetensors.torch import load_file
+
+from agents.ppo.algorithm import DiffusionPPO
+from agents.ppo.chain_env import ChainActionVecEnv
+from agents.ppo.config import RLConfig
+from agents.ppo.core import chain_log_prob
+from agents.ppo.policy import DiffusionPlannerPolicy
+from agents.ppo.vla_core import VLACore
+from agents.vla.policy import VLAAgent
+from irlvla_env.envs.action import trajectory_space
+from irlvla_env.envs.wrappers import SB3NavsimVecEnv, to_sb3_observation
+from irlvla_env.observations import observation_space
+
+# A VLA a few hundred thousand parameters small, at the env's default observation sizes (64x256 camera, 64² BEV).
+TINY_VLA = dict(
+    d_model=32, num_heads=2, vlm_hidden_size=32, vlm_layers=1, vlm_heads=2, vlm_kv_heads=1, vlm_intermediate_size=64,
+    vision_hidden_size=32, vision_layers=1, vision_heads=2, vision_intermediate_size=64, camera_tiles=2,
+    max_prompt_tokens=32, num_semantic_tokens=4, max_agents=4, num_anchors=4, planner_layers=1, bev_downsample=8,
+    bev_semantic_height=16, bev_semantic_width=32,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def exp_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAVSIM_EXP_ROOT", str(tmp_path / "exp"))
+    return tmp_path / "exp"
+
+
+@pytest.fixture()
+def data_env(synthetic_root, exp_root, monkeypatch):
+    """Point navsim's variables at the tiny data set (the scene pool finds its maps through them)."""
+    monkeypatch.setenv("OPENSCENE_DATA_ROOT", str(synthetic_root))
+    monkeypatch.setenv("NUPLAN_MAPS_ROOT", str(synthetic_root / "maps"))
+    return synthetic_root
+
+
+def tiny_agent(seed: int = 0) -> VLAAgent:
+    torch.manual_seed(seed)
+    return VLAAgent(**TINY_VLA)
+
+
+class ToyVectorEnv(VectorEnv):
+    """`NavsimVectorEnv`'s interface over a handful of random scenes; reward = closeness of the plan's end to
+    (12 m, 0 m). Single-step episodes with same-step autoreset, like the real env."""
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, agent: VLAAgent, num_envs: int = 4, num_scenes: int = 4, seed: int = 0) -> None:
+        self.num_envs = num_envs
+        self.single_observation_space = observation_space(agent.observation_config)
+        self.single_action_space = trajectory_space()
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.single_observation_space.seed(seed)
+        self.scenes = [self.single_observation_space.sample() for _ in range(num_scenes)]
+        self._rng = np.random.default_rng(seed)
+        self._current: list[int] = []
+
+    def _observe(self, indices: list[int]) -> dict[str, np.ndarray]:
+        return {key: np.stack([self.scenes[i][key] for i in indices]) for key in self.scenes[0]}
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed if not isinstance(seed, list) else seed[0])
+        self._current = list(self._rng.integers(len(self.scenes), size=self.num_envs))
+        return self._observe(self._current), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float32)
+        reward = np.exp(-np.abs(actions[:, -1, 0] - 12.0) / 4.0 - np.abs(actions[:, -1, 1]) / 4.0)
+        finished = self._observe(self._current)
+        info = {"final_obs": finished, "token": np.array([str(i) for i in self._current], dtype=object),
+                "epdms": reward.astype(np.float64), "uncertainty": np.full(self.num_envs, np.nan)}
+        self._current = list(self._rng.integers(len(self.scenes), size=self.num_envs))
+        done = np.ones(self.num_envs, dtype=bool)
+        return self._observe(self._current), reward, done, np.zeros(self.num_envs, dtype=bool), info
+
+
+def toy_model(agent: VLAAgent, bc_coef: float = 0.1, **kwargs) -> DiffusionPPO:
+    k = agent.config.num_inference_steps
+    env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False), k)
+    policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_denoising_steps=k,
+                         frozen_modules=("semantic", "bev"), min_sampling_std=0.05, min_logprob_std=0.05)
+    settings = dict(n_steps=4, batch_size=8, n_epochs=2, learning_rate=1e-3, seed=0, device="cpu")
+    settings.update(kwargs)
+    return DiffusionPPO(DiffusionPlannerPolicy, env, bc_coef=bc_coef, policy_kwargs=policy_kwargs, **settings)
+
+
+def sb3_batch(agent: VLAAgent, n: int = 3, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    space = observation_space(agent.observation_config)
+    space.seed(seed)
+    samples = [space.sample() for _ in range(n)]
+    raw = {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+    sb3 = to_sb3_observation(raw, batched=True)
+    return raw, {key: torch.as_tensor(value) for key, value in sb3.items()}
+
+
+# ------------------------------------------------------------------------------------------- log-probabilities
+def test_step_gaussians_match_diffusers_ddim_and_the_sampler():
+    agent = tiny_agent()
+    core = VLACore.from_agent(agent)
+    _, obs = sb3_batch(agent)
+    planner = agent.planner
+    with torch.no_grad():
+        context = core.encode(obs)
+        chain = planner.sample_chain(context, generator=torch.Generator().manual_seed(1), min_std=0.05)
+        # The PPO log-probability of the stored chain is the sampler's own, re-scored in one decoder call.
+        assert torch.allclose(chain_log_prob(core, context, chain.samples, 0.05), chain.log_probs, atol=1e-3)
+        mean, std = core.step_gaussians(context, chain.samples, min_std=1e-8)
+
+        c = agent.config
+        stride = c.start_timestep // c.num_inference_steps
+        scheduler = DDIMScheduler(
+            num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule, beta_start=c.beta_start,
+            beta_end=c.beta_end, prediction_type="sample", clip_sample=True, clip_sample_range=1.0,
+            set_alpha_to_one=True, timestep_spacing="trailing",
+        )
+        scheduler.set_timesteps(c.num_train_timesteps // stride)  # so that prev_t = t - stride
+        for k, t in enumerate(core.timesteps.tolist()):
+            x_t = chain.samples[:, k : k + 1]
+            x0, _ = planner.denoise(context, x_t, torch.tensor(t))
+            zero, one = torch.zeros_like(x_t), torch.ones_like(x_t)
+            step = lambda z: scheduler.step(x0, t, x_t, eta=c.eta, use_clipped_model_output=True, variance_noise=z)
+            ref_mean = step(zero).prev_sample
+            ref_std = step(one).prev_sample - ref_mean
+            assert torch.allclose(mean[:, k : k + 1], ref_mean, atol=1e-5), f"mean of step {k} (t={t})"
+            assert torch.allclose(std[:, k : k + 1], ref_std.clamp(min=1e-8), atol=1e-5), f"std of step {k}"
+
+
+def test_encode_matches_the_agent_caches_frozen_encoders_and_trains_the_planner():
+    agent = tiny_agent()
+    core = VLACore.from_agent(agent)
+    core.freeze(["semantic", "bev"])
+    raw, obs = sb3_batch(agent, n=4)
+    context = core.encode(obs)
+    with torch.no_grad():
+        expected = agent.encode_context(agent.observation_features(raw))
+    assert torch.allclose(context.tokens, expected.tokens, atol=1e-5)
+    assert torch.allclose(context.ego, expected.ego, atol=1e-5)
+    assert core.cache.misses == 8 and core.cache.hits == 0  # 4 scenes x 2 frozen modules
+    again = core.encode(obs)
+    assert core.cache.hits == 8 and torch.equal(again.tokens, context.tokens)
+
+    chain = core.sample(context, deterministic=False, min_std=0.05)
+    chain_log_prob(core, context, chain.detach(), 0.05).sum().backward()
+    assert all(p.grad is None for p in agent.semantic.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.planner.parameters())
+    with pytest.raises(ValueError, match="unknown VLA module"):
+        core.freeze(["vlm"])
+    with pytest.raises(ValueError, match="channel-first"):
+        core.encode({**obs, "camera": obs["camera"].permute(0, 2, 3, 1)})
+
+
+# ------------------------------------------------------------------------------------------- the PPO update
+def test_first_update_starts_at_ratio_one_and_moves_only_the_planner():
+    agent = tiny_agent()
+    model = toy_model(agent)
+    policy: DiffusionPlannerPolicy = model.policy
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    reference_before = {k: v.clone() for k, v in policy.reference.state_dict().items()}
+    model.learn(total_timesteps=model.n_steps * model.n_envs)
+
+    stats = model.minibatch_stats
+    assert len(stats["approx_kl"]) == 2 * model.n_epochs  # 16 samples / batch 8, two epochs
+    assert abs(stats["approx_kl"][0]) < 1e-4 and stats["clip_fraction"][0] == 0.0
+    after = agent.state_dict()
+    planner_moved = any(not torch.equal(before[k], after[k]) for k in before if k.startswith("planner."))
+    assert planner_moved
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("semantic.", "bev.")))
+    assert all(torch.equal(v, policy.reference.state_dict()[k]) for k, v in reference_before.items())
+    assert model.rollout_buffer.log_probs.shape[-1] == agent.config.num_inference_steps
+
+
+def test_bc_regulariser_is_zero_at_the_reference_and_grows_away_from_it():
+    agent = tiny_agent()
+    model = toy_model(agent)
+    policy: DiffusionPlannerPolicy = model.policy
+    _, obs = sb3_batch(agent, n=4)
+    with torch.no_grad():
+        actions, _, _ = policy(obs)
+        _, _, kl = policy.evaluate_chains(obs, actions)
+        assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-6)
+        for p in agent.planner.offset_head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        _, _, kl = policy.evaluate_chains(obs, actions)
+    assert (kl > 0).all()
+
+
+# ------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def il_checkpoint(tmp_path_factory):
+    """An (untrained) VLA checkpoint in the folder layout `irlvla train il` writes."""
+    folder = tmp_path_factory.mktemp("il") / "model"
+    tiny_agent().save_pretrained(folder)
+    return folder.parent
+
+
+@pytest.fixture(scope="module")
+def rwm_checkpoint(tmp_path_factory):
+    from reward_models.model import RewardWorldModel, RWMConfig
+
+    path = tmp_path_factory.mktemp("rwm")
+    RewardWorldModel(RWMConfig()).save_pretrained(path)
+    return path
+
+
+def tiny_rl_config(data_root, **overrides) -> RLConfig:
+    base = dict(reward_model="epdms", data_root=str(data_root), max_scenes=4, num_envs=4, n_steps=2,
+                batch_size=4, n_epochs=1, total_timesteps=8, audit_every=1, audit_scenes=2, checkpoint_every=1,
+                num_threads=1, learning_rate=1e-3)
+    base.update(overrides)
+    return RLConfig(**base)
+
+
+def test_train_rl_resumes_from_its_checkpoint_with_identical_weights(data_env, il_checkpoint, tmp_path):
+    from agents.ppo.train import build_env, build_model, latest_checkpoint, load_checkpoint, train_rl
+    from agents.registry import make_agent
+
+    run = tmp_path / "run"
+    first = train_rl(tiny_rl_config(data_env), il_checkpoint, run, progress=False)
+    assert first["num_timesteps"] == 8 and first["resumed_from"] == 0
+    folder = latest_checkpoint(run)
+    assert folder is not None and folder.name == "step_00000008"
+    saved = load_file(str(folder / "policy.safetensors"))
+    exported = make_agent("vla", checkpoint=run)  # the run folder's model/ is a regular VLA checkpoint
+    for key, value in exported.state_dict().items():
+        assert torch.equal(value, saved[f"core.{key}"]), key
+
+    # An interrupted run is rebuilt from the IL checkpoint; the checkpoint restores weights and counters.
+    config = tiny_rl_config(data_env, total_timesteps=16)
+    agent = make_agent("vla", checkpoint=il_checkpoint)
+    model = build_model(config, agent, build_env(config, agent))
+    counters = load_checkpoint(folder, model)
+    assert model.num_timesteps == 8 and counters["n_updates"] == model._n_updates > 0
+    restored = model.policy.trained_state_dict()
+    assert all(torch.equal(restored[k], v) for k, v in saved.items())
+
+    second = train_rl(config, il_checkpoint, run, progress=False)
+    assert second["resumed_from"] == 8 and second["num_timesteps"] == 16
+    assert [r["timesteps"] for r in second["rollouts"]] == [8, 16]
+    assert (run / "logs" / "progress_00000000.csv").is_file() and (run / "logs" / "progress_00000008.csv").is_file()
+    with pytest.raises(ValueError, match="different RLConfig"):
+        train_rl(tiny_rl_config(data_env, total_timesteps=16, clip_range=0.2), il_checkpoint, run, progress=False)
+
+
+def test_audit_records_the_learned_and_the_rule_based_score(data_env, il_checkpoint, rwm_checkpoint, tmp_path):
+    from agents.ppo.train import train_rl
+
+    config = tiny_rl_config(data_env, reward_model=str(rwm_checkpoint), audit_divergence=None)
+    summary = train_rl(config, il_checkpoint, tmp_path / "run", progress=False)
+    audit = summary["audit"]
+    assert [r["timesteps"] for r in audit] == [0, 8]  # before training, and at its end
+    for record in audit:
+        assert 0.0 <= record["rule_epdms"] <= 1.0 and 0.0 <= record["model_epdms"] <= 1.0
+        assert np.isfinite(record["reward_model"])
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["audit"] == audit
+    header = (tmp_path / "run" / "logs" / "progress_00000000.csv").read_text().splitlines()[0].split(",")
+    assert {"audit/rule_epdms", "audit/model_epdms", "rollout/reward_mean"} <= set(header)
+
+
+def test_cli_parses_train_rl():
+    from irlvla_env.cli import build_parser
+
+    args = build_parser().parse_args(["train", "rl", "--il-checkpoint", "ckpt", "--reward-model", "epdms",
+                                      "--timesteps", "64", "--seed", "3", "--run-dir", "out"])
+    assert (args.il_checkpoint, args.reward_model, args.timesteps, args.seed, args.run_dir) == (
+        "ckpt", "epdms", 64, 3, "out")
+    with pytest.raises(ValueError, match="clip_range"):
+        RLConfig(clip_range=1.5)
