@@ -281,6 +281,8 @@ class CandidateGenerator:
         distance = np.linalg.norm(self.vocabulary[:, :, :2] - demo[None, :, :2], axis=-1).mean(-1)
         near = np.argsort(distance, kind="stable")[: (count + 1) // 2]
         rest = np.setdiff1d(np.arange(len(self.vocabulary)), near)
+        if len(rest) == 0:  # a vocabulary smaller than the request: repeat entries
+            rest = np.arange(len(self.vocabulary))
         far_count = count - len(near)
         far = rng.choice(rest, size=far_count, replace=len(rest) < far_count) if far_count > 0 else rest[:0]
         return self.vocabulary[np.concatenate([near, far])]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents.abstract_agent import AbstractAgent
-from agents.baselines import ConstantVelocityAgent, EgoStatusMLPAgent, HumanAgent, TransfuserAgent
+from agents.baselines import EgoStatusMLPAgent, TransfuserAgent
 from agents.baselines.transfuser import hungarian_agent_loss
 from agents.evaluate import evaluate_agents, parse_agent_specs
 from agents.registry import make_agent
@@ -18,7 +18,6 @@ from agents.training.cache import FeatureCache
 from agents.training.config import ILConfig
 from agents.training.il import train
 from irlvla_env.navsim.dataclasses import (
-    AgentInput,
     Annotations,
     Cameras,
     EgoStatus,

@@ -20,9 +20,8 @@ from safetensors.torch import load_file
 from agents.ppo.algorithm import DiffusionPPO
 from agents.ppo.chain_env import ChainActionVecEnv
 from agents.ppo.config import RLConfig
-from agents.ppo.core import chain_log_prob
 from agents.ppo.policy import DiffusionPlannerPolicy
-from agents.ppo.vla_core import VLACore
+from agents.ppo.vla_core import VLACore, chain_size
 from agents.vla.policy import VLAAgent
 from irlvla_env.envs.action import trajectory_space
 from irlvla_env.envs.wrappers import SB3NavsimVecEnv, to_sb3_observation
@@ -66,7 +65,8 @@ def tiny_agent(seed: int = 0) -> VLAAgent:
 
 class ToyVectorEnv(VectorEnv):
     """`NavsimVectorEnv`'s interface over a handful of random scenes; reward = closeness of the plan's end to
-    (12 m, 0 m). Single-step episodes with same-step autoreset, like the real env."""
+    (12 m, 0 m), smooth enough to give an untrained planner a gradient. Single-step episodes with same-step
+    autoreset, like the real env."""
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
@@ -92,7 +92,7 @@ class ToyVectorEnv(VectorEnv):
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float32)
-        reward = np.exp(-np.abs(actions[:, -1, 0] - 12.0) / 4.0 - np.abs(actions[:, -1, 1]) / 4.0)
+        reward = np.exp(-np.hypot(actions[:, -1, 0] - 12.0, actions[:, -1, 1]) / 20.0)
         finished = self._observe(self._current)
         info = {"final_obs": finished, "token": np.array([str(i) for i in self._current], dtype=object),
                 "epdms": reward.astype(np.float64), "uncertainty": np.full(self.num_envs, np.nan)}
@@ -103,7 +103,7 @@ class ToyVectorEnv(VectorEnv):
 
 def toy_model(agent: VLAAgent, bc_coef: float = 0.1, **kwargs) -> DiffusionPPO:
     k = agent.config.num_inference_steps
-    env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False), k)
+    env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False), chain_size(agent.config))
     policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_denoising_steps=k,
                          frozen_modules=("semantic", "bev"), min_sampling_std=0.05, min_logprob_std=0.05)
     settings = dict(n_steps=4, batch_size=8, n_epochs=2, learning_rate=1e-3, seed=0, device="cpu")
@@ -121,35 +121,52 @@ def sb3_batch(agent: VLAAgent, n: int = 3, seed: int = 0) -> tuple[dict[str, np.
 
 
 # ------------------------------------------------------------------------------------------- log-probabilities
-def test_step_gaussians_match_diffusers_ddim_and_the_sampler():
+def test_chain_scores_match_diffusers_ddim_and_the_planner():
     agent = tiny_agent()
     core = VLACore.from_agent(agent)
     _, obs = sb3_batch(agent)
-    planner = agent.planner
+    planner, c = agent.planner, agent.config
+    k, m = c.num_inference_steps, c.num_anchors
+    torch.manual_seed(1)
     with torch.no_grad():
         context = core.encode(obs)
-        chain = planner.sample_chain(context, generator=torch.Generator().manual_seed(1), min_std=0.05)
-        # The PPO log-probability of the stored chain is the sampler's own, re-scored in one decoder call.
-        assert torch.allclose(chain_log_prob(core, context, chain.samples, 0.05), chain.log_probs, atol=1e-3)
-        mean, std = core.step_gaussians(context, chain.samples, min_std=1e-8)
+        chain = core.sample(context, deterministic=False, min_std=0.05)
+        score = core.score(context, chain, min_std=0.05)
+        visited, final, mode = core._split(chain)
+        rows = torch.arange(len(mode))
 
-        c = agent.config
-        stride = c.start_timestep // c.num_inference_steps
+        # Every step of every mode is the DDIM Gaussian of diffusers' scheduler (prediction_type="sample").
+        raw = core.score(context, chain, min_std=1e-8).params
+        stride = c.start_timestep // k
         scheduler = DDIMScheduler(
             num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule, beta_start=c.beta_start,
             beta_end=c.beta_end, prediction_type="sample", clip_sample=True, clip_sample_range=1.0,
             set_alpha_to_one=True, timestep_spacing="trailing",
         )
         scheduler.set_timesteps(c.num_train_timesteps // stride)  # so that prev_t = t - stride
-        for k, t in enumerate(core.timesteps.tolist()):
-            x_t = chain.samples[:, k : k + 1]
+        for step, t in enumerate(core.timesteps.tolist()):
+            x_t = visited[:, step]
             x0, _ = planner.denoise(context, x_t, torch.tensor(t))
-            zero, one = torch.zeros_like(x_t), torch.ones_like(x_t)
-            step = lambda z: scheduler.step(x0, t, x_t, eta=c.eta, use_clipped_model_output=True, variance_noise=z)
-            ref_mean = step(zero).prev_sample
-            ref_std = step(one).prev_sample - ref_mean
-            assert torch.allclose(mean[:, k : k + 1], ref_mean, atol=1e-5), f"mean of step {k} (t={t})"
-            assert torch.allclose(std[:, k : k + 1], ref_std.clamp(min=1e-8), atol=1e-5), f"std of step {k}"
+            ddim = lambda z: scheduler.step(x0, t, x_t, eta=c.eta, use_clipped_model_output=True, variance_noise=z)
+            ref_mean = ddim(torch.zeros_like(x_t)).prev_sample
+            ref_std = ddim(torch.ones_like(x_t)).prev_sample - ref_mean
+            assert torch.allclose(raw["mean"][:, step], ref_mean, atol=1e-5), f"mean of step {step} (t={t})"
+            assert torch.allclose(raw["std"][:, step, :, None, None].expand_as(ref_std), ref_std.clamp(min=1e-8), atol=1e-5)
+
+        # Per-step log-probabilities are the planner's own Gaussians: all modes' first steps, then the executed
+        # mode's last step plus the log-probability of choosing that mode.
+        per_mode = torch.stack([
+            planner.step_log_prob(context, torch.cat([visited[:, :, j], final[:, None]], dim=1), min_std=0.05)
+            for j in range(m)
+        ], dim=1)  # (B, M, K): the last column is only meaningful for the executed mode
+        assert torch.allclose(score.log_prob[:, :-1], per_mode[:, :, :-1].sum(dim=1), atol=1e-3)
+        selection = score.params["selection"][rows, mode]
+        assert torch.allclose(score.log_prob[:, -1], per_mode[rows, mode, -1] + selection, atol=1e-3)
+        assert torch.allclose(score.params["selection"].exp().sum(-1), torch.ones(len(mode)))
+
+        # The deterministic chain is the imitation policy's plan.
+        plan = core.trajectory(context, core.sample(context, deterministic=True, min_std=0.05))
+        assert torch.allclose(plan, planner(context)["trajectory"], atol=1e-5)
 
 
 def test_encode_matches_the_agent_caches_frozen_encoders_and_trains_the_planner():
@@ -167,13 +184,16 @@ def test_encode_matches_the_agent_caches_frozen_encoders_and_trains_the_planner(
     assert core.cache.hits == 8 and torch.equal(again.tokens, context.tokens)
 
     chain = core.sample(context, deterministic=False, min_std=0.05)
-    chain_log_prob(core, context, chain.detach(), 0.05).sum().backward()
+    core.score(context, chain.detach(), 0.05).log_prob.sum().backward()
     assert all(p.grad is None for p in agent.semantic.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.planner.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.planner.score_head.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.planner.offset_head.parameters())
     with pytest.raises(ValueError, match="unknown VLA module"):
         core.freeze(["vlm"])
     with pytest.raises(ValueError, match="channel-first"):
         core.encode({**obs, "camera": obs["camera"].permute(0, 2, 3, 1)})
+    with pytest.raises(ValueError, match="chain has width"):
+        core.score(context, chain[:, 1:], 0.05)
 
 
 # ------------------------------------------------------------------------------------------- the PPO update

@@ -99,3 +99,71 @@ def test_epdms_reward_without_cache_or_loader_says_what_to_do(tmp_path):
     reward = EPDMSReward(metric_cache_root=tmp_path)
     with pytest.raises(KeyError, match="loader="):
         reward.predict({}, np.zeros((1, 8, 3)), ["missing-token"])
+
+
+# ------------------------------------------------------------------------------- on the synthetic data set
+
+
+@pytest.fixture(scope="module")
+def labelling_setup(synthetic_root, navtest_loader, tmp_path_factory):
+    from reward_models.candidates import CandidateConfig, build_vocabulary, human_futures
+    from reward_models.labelling import LabellingConfig
+
+    vocabulary = build_vocabulary(human_futures(navtest_loader, navtest_loader.tokens[:12]), size=8)
+    config = LabellingConfig(
+        split="navtest", data_root=str(synthetic_root), maps_root=str(synthetic_root / "maps"), max_scenes=3,
+        shard_size=2, candidates=CandidateConfig(num_vocabulary=4, num_perturbations=7),
+        metric_cache_root=str(tmp_path_factory.mktemp("metric_cache")),
+    )
+    return config, vocabulary
+
+
+def test_labelling_is_deterministic_resumable_and_guarded(labelling_setup, tmp_path):
+    from dataclasses import replace
+
+    from reward_models.labelling import LabelledScenes, label_split
+
+    config, vocabulary = labelling_setup
+    first = LabelledScenes.load(label_split(tmp_path / "a", config, vocabulary))
+    assert len(first) == 3 and first.candidates.shape == (3, 12, 8, 3) and first.labels.shape == (3, 12, 9)
+    assert first.observations["camera"].shape == (3, 64, 256, 3) and first.observations["camera"].dtype == np.uint8
+    assert np.all((first.epdms >= 0) & (first.epdms <= 1))
+    assert np.isnan(first.labels[..., SUBSCORE_NAMES.index("EC")]).all()  # one-stage: no EC
+    np.testing.assert_allclose(first.candidates[:, 0], [
+        navtest_scene_future(config, t) for t in first.tokens], atol=1e-5)
+
+    (tmp_path / "a" / "shard_00001.npz").unlink()  # a crash before the last shard
+    again = LabelledScenes.load(label_split(tmp_path / "a", config, vocabulary))
+    for name in ("candidates", "labels", "epdms"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
+    np.testing.assert_array_equal(first.observations["lidar_bev"], again.observations["lidar_bev"])
+
+    with pytest.raises(ValueError, match="other settings"):
+        label_split(tmp_path / "a", replace(config, candidates=replace(config.candidates, seed=1)), vocabulary)
+
+
+def navtest_scene_future(config, token):
+    from irlvla_env.navsim.loader import load_split
+
+    loader = load_split("navtest", config.data_root, maps_root=config.maps_root)
+    return loader.get_scene_from_token(str(token)).get_future_trajectory(8).poses
+
+
+def test_epdms_reward_matches_the_scorer_and_builds_missing_caches(labelling_setup, navtest_loader, tmp_path):
+    from irlvla_env.scoring.epdms import score_trajectories
+    from irlvla_env.scoring.metric_cache import build_metric_cache
+
+    tokens = navtest_loader.tokens[:2]
+    reward = EPDMSReward(metric_cache_root=tmp_path / "caches", loader=navtest_loader, cache_size=1)
+    rng = np.random.default_rng(0)
+    futures = [navtest_loader.get_scene_from_token(t).get_future_trajectory(8).poses for t in tokens]
+    trajectories = np.stack([futures[0], futures[1], futures[0] + rng.normal(0, 1.0, (8, 3)) * [1, 1, 0]])
+    rows = [tokens[0], tokens[1], tokens[0]]
+    out = reward.predict({}, trajectories, rows)
+    assert out.uncertainty is None and out.epdms.shape == (3,)
+    direct = score_trajectories(build_metric_cache(navtest_loader.get_scene_from_token(tokens[0])), trajectories[[0, 2]])
+    np.testing.assert_allclose(out.epdms[[0, 2]], direct.score)
+    np.testing.assert_allclose(out.subscores["NC"][[0, 2]], direct.columns["no_at_fault_collisions"])
+    np.testing.assert_allclose(out.reward, out.epdms)
+    from_disk = EPDMSReward(metric_cache_root=tmp_path / "caches")  # no loader: caches were stored
+    np.testing.assert_allclose(from_disk.predict({}, trajectories, rows).epdms, out.epdms)

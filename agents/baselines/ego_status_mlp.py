@@ -65,7 +65,12 @@ class EgoStatusMLPAgent(AbstractAgent):
         poses = self.mlp(features["ego_status"])
         return {"trajectory": poses.reshape(-1, self._trajectory_sampling.num_poses, 3)}
 
-    def compute_loss(self, features, targets, predictions) -> dict[str, torch.Tensor]:
+    def compute_loss(
+        self,
+        features: dict[str, torch.Tensor],
+        targets: dict[str, torch.Tensor],
+        predictions: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         loss = nn.functional.l1_loss(predictions["trajectory"], targets["trajectory"])
         return {"loss": loss}
 

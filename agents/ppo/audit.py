@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.ppo.policy import TRAJECTORY_DIM
 from irlvla_env.envs.scene_pool import ScenePool
 from irlvla_env.envs.wrappers import to_sb3_observation
 from irlvla_env.observations import batch_observations
 from irlvla_env.rewards import RewardModel
-
-TRAJECTORY_DIM = 8 * 3  # the planned trajectory closes every (chain ‖ trajectory) action
 
 
 @dataclass

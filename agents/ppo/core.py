@@ -1,21 +1,35 @@
 """What PPO needs from a diffusion planner, as a small protocol, so the SB3 policy does not know the VLA's insides.
 
-A *chain* is the sequence of samples `x_K, …, x_0` of the inner denoising MDP, `(B, K+1, 8, 3)` in the planner's
-normalised space. Each step `x_k → x_{k-1}` is Gaussian with the scheduler's mean and a clipped std, so the
-log-probability of a whole chain under the current weights is closed-form (DPPO).
+A *chain* is everything the planner sampled to produce one trajectory, flattened to `(B, chain_size)`: the
+samples `x_K, …, x_0` of the inner denoising MDP (and, for a multi-mode planner, which mode was executed). Every
+sampling decision in it has a closed-form probability under the current weights — a Gaussian per denoising step,
+a categorical for a mode choice — so PPO can re-score a stored chain after each update (DPPO). `score` returns
+one log-probability per denoising step, because DPPO forms one ratio per (environment step, denoising step).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, NamedTuple, Protocol, Sequence
 
 import torch
+
+
+class ChainScore(NamedTuple):
+    """A stored chain re-scored under some weights.
+
+    :param log_prob: `(B, K)` log-probability of each denoising step's sampling decisions.
+    :param params: the distribution parameters behind it, for `DiffusionCore.kl` (core-specific keys).
+    """
+
+    log_prob: torch.Tensor
+    params: dict[str, torch.Tensor]
 
 
 class DiffusionCore(Protocol):
     """A diffusion planner seen as a stochastic policy over denoising chains (an `nn.Module` in practice)."""
 
-    num_steps: int  # K
+    num_steps: int  # K, the denoising steps of the inner MDP
+    chain_size: int  # width of a flattened chain
     context_dim: int  # width of `pooled(context)`, the value head's input
 
     def encode(self, observations: dict[str, torch.Tensor]) -> Any:
@@ -25,13 +39,16 @@ class DiffusionCore(Protocol):
         """`(B, context_dim)` summary of the context for the value head."""
 
     def sample(self, context: Any, deterministic: bool, min_std: float) -> torch.Tensor:
-        """A chain `(B, K+1, 8, 3)`; deterministic follows the means."""
+        """A chain `(B, chain_size)`; deterministic follows the means and the most confident mode."""
 
-    def step_gaussians(self, context: Any, chain: torch.Tensor, min_std: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step means `(B, K, 8, 3)` and stds `(B, K, 8, 3)` of `x_{k-1}` given `x_k`, under current weights."""
+    def score(self, context: Any, chain: torch.Tensor, min_std: float) -> ChainScore:
+        """Per-step log-probabilities of a stored chain under the current weights, stds floored at `min_std`."""
 
-    def trajectory(self, context: Any, x0: torch.Tensor) -> torch.Tensor:
-        """`(B, 8, 3)` metres/radians in the ego frame from the final sample."""
+    def kl(self, score: ChainScore, reference: ChainScore) -> torch.Tensor:
+        """`(B,)` KL between the current and the reference policy, summed over the chain's visited states."""
+
+    def trajectory(self, context: Any, chain: torch.Tensor) -> torch.Tensor:
+        """The executed `(B, 8, 3)` plan in metres/radians, ego frame."""
 
     def freeze(self, names: Sequence[str]) -> None:
         """Fix the weights of the named sub-modules (they get no gradient and stay in eval mode)."""
@@ -41,16 +58,3 @@ class DiffusionCore(Protocol):
 
         A core may share its frozen sub-modules with the copy instead of duplicating them.
         """
-
-
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Log-density summed over the pose dims: `(B, K, 8, 3)` → `(B, K)`."""
-    var = std * std
-    log = -0.5 * ((x - mean) ** 2 / var + torch.log(2 * torch.pi * var))
-    return log.flatten(2).sum(-1)
-
-
-def chain_log_prob(core: DiffusionCore, context: Any, chain: torch.Tensor, min_std: float) -> torch.Tensor:
-    """Per-step log-probabilities `(B, K)` of a chain under the core's current weights."""
-    mean, std = core.step_gaussians(context, chain, min_std)
-    return gaussian_log_prob(chain[:, 1:], mean, std)

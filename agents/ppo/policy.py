@@ -1,6 +1,6 @@
 """The SB3 policy around a diffusion planner: chains as actions, per-step log-probabilities, a value head.
 
-The action SB3 stores is the flattened denoising chain followed by the decoded trajectory in metres, so the
+The action SB3 stores is the flattened denoising chain followed by the executed trajectory in metres, so the
 rollout buffer keeps everything needed to re-score the chain under new weights, and the env wrapper only has
 to read the trajectory off the end (no knowledge of the planner's normalisation).
 """
@@ -15,23 +15,23 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
 
-from agents.ppo.core import DiffusionCore, chain_log_prob, gaussian_log_prob
+from agents.ppo.core import DiffusionCore
 
 NUM_POSES = 8
+TRAJECTORY_DIM = NUM_POSES * 3
 
 
-def chain_action_space(num_steps: int, trajectory_space: spaces.Box, chain_bound: float = 10.0) -> spaces.Box:
-    """Flat Box holding a chain of K+1 normalised samples, then the trajectory in the env's units."""
-    chain = (num_steps + 1) * NUM_POSES * 3
-    low = np.concatenate([np.full(chain, -chain_bound, np.float32), trajectory_space.low.ravel()])
-    high = np.concatenate([np.full(chain, chain_bound, np.float32), trajectory_space.high.ravel()])
+def chain_action_space(chain_size: int, trajectory_space: spaces.Box, chain_bound: float = 10.0) -> spaces.Box:
+    """Flat Box holding a chain (normalised samples, finite bounds for SB3's checks), then the trajectory."""
+    low = np.concatenate([np.full(chain_size, -chain_bound, np.float32), trajectory_space.low.ravel()])
+    high = np.concatenate([np.full(chain_size, chain_bound, np.float32), trajectory_space.high.ravel()])
     return spaces.Box(low=low, high=high, dtype=np.float32)
 
 
 class DiffusionPlannerPolicy(BasePolicy):
     """Actor = a `DiffusionCore`; critic = an MLP on the core's pooled scene context.
 
-    :param core_factory: builds the trainable core (called once; a frozen copy becomes the reference policy).
+    :param core_factory: builds the trainable core (called once; `core.reference_copy()` becomes the reference).
     :param min_sampling_std: std floor when sampling chains.
     :param min_logprob_std: std floor when scoring chains.
     :param frozen_modules: sub-modules of the core whose weights stay fixed (`DiffusionCore.freeze`).
@@ -60,6 +60,10 @@ class DiffusionPlannerPolicy(BasePolicy):
         self.core: DiffusionCore = core_factory()
         if not isinstance(self.core, nn.Module):
             raise TypeError("the diffusion core must be a torch.nn.Module")
+        expected = self.core.chain_size + TRAJECTORY_DIM
+        if action_space.shape != (expected,):
+            raise ValueError(f"action space {action_space.shape} does not hold this core's chain ‖ trajectory "
+                             f"({expected},); build it with chain_action_space(core.chain_size, ...)")
         self.min_sampling_std = float(min_sampling_std)
         self.min_logprob_std = float(min_logprob_std)
         self.frozen_modules = tuple(frozen_modules)
@@ -82,24 +86,21 @@ class DiffusionPlannerPolicy(BasePolicy):
                     value_lr=self.value_lr)
         return data
 
-    # ------------------------------------------------------------------------------------------------ helpers
     @property
     def num_steps(self) -> int:
         return int(self.core.num_steps)
 
     def _pack(self, context: Any, chain: torch.Tensor) -> torch.Tensor:
-        trajectory = self.core.trajectory(context, chain[:, -1])
-        return torch.cat([chain.flatten(1), trajectory.flatten(1)], dim=1)
+        return torch.cat([chain, self.core.trajectory(context, chain).flatten(1)], dim=1)
 
     def unpack_chain(self, actions: torch.Tensor) -> torch.Tensor:
-        k1 = self.num_steps + 1
-        return actions[:, : k1 * NUM_POSES * 3].reshape(-1, k1, NUM_POSES, 3)
+        return actions[:, : self.core.chain_size]
 
     # --------------------------------------------------------------------------------------- SB3's interface
     def forward(self, obs: dict[str, torch.Tensor], deterministic: bool = False):
         context = self.core.encode(obs)
         chain = self.core.sample(context, deterministic, self.min_sampling_std)
-        log_prob = chain_log_prob(self.core, context, chain, self.min_logprob_std)
+        log_prob = self.core.score(context, chain, self.min_logprob_std).log_prob
         values = self.value_net(self.core.pooled(context).detach())
         return self._pack(context, chain), values, log_prob
 
@@ -112,30 +113,28 @@ class DiffusionPlannerPolicy(BasePolicy):
 
     def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
         """Values `(B, 1)`, per-step log-probabilities `(B, K)`, and no entropy (PPO then uses -log_prob)."""
-        values, log_prob, _ = self.evaluate_chains(obs, actions)
+        values, log_prob, _ = self.evaluate_chains(obs, actions, with_reference=False)
         return values, log_prob, None
 
     def evaluate_chains(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, with_reference: bool = True):
-        """Values, per-step log-probabilities, and the per-sample KL `(B,)` to the frozen imitation policy.
+        """Values, per-step log-probabilities `(B, K)`, and the per-sample KL `(B,)` to the frozen imitation policy.
 
-        With equal stds, each step's KL between the current and the reference Gaussian is
-        `|mean - mean_ref|^2 / (2 std^2)`, summed over steps and pose dims: a behaviour-cloning regulariser
-        evaluated exactly on the visited chain states. `with_reference=False` skips it (KL reported as zeros).
+        The KL is evaluated exactly on the visited chain states (a behaviour-cloning regulariser);
+        `with_reference=False` skips it and reports zeros.
         """
         chain = self.unpack_chain(actions)
         context = self.core.encode(obs)
-        mean, std = self.core.step_gaussians(context, chain, self.min_logprob_std)
-        log_prob = gaussian_log_prob(chain[:, 1:], mean, std)
+        score = self.core.score(context, chain, self.min_logprob_std)
         if with_reference:
             with torch.no_grad():
-                ref_context = self.reference.encode(obs)
-                ref_mean, _ = self.reference.step_gaussians(ref_context, chain, self.min_logprob_std)
-            kl = ((mean - ref_mean) ** 2 / (2 * std * std)).flatten(1).sum(-1)
+                reference = self.reference.score(self.reference.encode(obs), chain, self.min_logprob_std)
+            kl = self.core.kl(score, reference)
         else:
             kl = torch.zeros(len(chain), device=chain.device)
         values = self.value_net(self.core.pooled(context).detach())
-        return values, log_prob, kl
+        return values, score.log_prob, kl
 
+    # ------------------------------------------------------------------------------------------- checkpoints
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint must hold: the core (all of it, so it exports alone) and the value head.
 
@@ -147,10 +146,8 @@ class DiffusionPlannerPolicy(BasePolicy):
 
     def load_trained_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of `trained_state_dict`; strict, so a checkpoint of another architecture fails loudly."""
-        core = {k[len("core."):]: v for k, v in state.items() if k.startswith("core.")}
-        value = {k[len("value_net."):]: v for k, v in state.items() if k.startswith("value_net.")}
         unknown = sorted(k for k in state if not k.startswith(("core.", "value_net.")))
         if unknown:
             raise ValueError(f"policy checkpoint has unexpected keys {unknown[:5]}")
-        self.core.load_state_dict(core, strict=True)
-        self.value_net.load_state_dict(value, strict=True)
+        self.core.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("core.")}, strict=True)
+        self.value_net.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("value_net.")}, strict=True)

@@ -41,7 +41,7 @@ from agents.ppo.audit import AuditRecord, RewardHackingAudit
 from agents.ppo.chain_env import ChainActionVecEnv
 from agents.ppo.config import RLConfig
 from agents.ppo.policy import DiffusionPlannerPolicy
-from agents.ppo.vla_core import VLACore
+from agents.ppo.vla_core import VLACore, chain_size
 from agents.registry import make_agent
 from irlvla_env import paths
 from irlvla_env.envs.scene_pool import ScenePool
@@ -65,8 +65,8 @@ def build_env(config: RLConfig, agent: Any) -> ChainActionVecEnv:
         config.num_envs, scene_pool=pool, split=config.split, reward_model=config.reward_model,
         observation=agent.observation_config, data_root=config.data_root, max_scenes=config.max_scenes,
     )
-    num_steps = config.denoising_steps or agent.config.num_inference_steps
-    return ChainActionVecEnv(SB3NavsimVecEnv(vector, flat_actions=False), num_steps, config.uncertainty_penalty)
+    width = chain_size(agent.config, config.denoising_steps)
+    return ChainActionVecEnv(SB3NavsimVecEnv(vector, flat_actions=False), width, config.uncertainty_penalty)
 
 
 def build_model(config: RLConfig, agent: Any, env: ChainActionVecEnv) -> DiffusionPPO:

@@ -14,6 +14,7 @@ truncated at the horizon or at the end of the log.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import replace
 from typing import Any
 
@@ -211,7 +212,9 @@ class ClosedLoopRollout:
             images = renderer.render_cameras(pose, boxes, names, cameras=[n.upper() for n in wanted])
             current_cams = replace(current_cams, **{n: replace(getattr(current_cams, n), image=images[n.upper()]) for n in wanted})
             if current_lidar.lidar_pc is not None:
-                current_lidar = Lidar(renderer.render_lidar(pose, boxes, names), current_lidar.lidar_path)
+                # LiDAR noise seeded by (scene, step): the same actions give the same observations.
+                rng = np.random.default_rng([zlib.crc32(self.current_token.encode()), self._step])
+                current_lidar = Lidar(renderer.render_lidar(pose, boxes, names, rng=rng), current_lidar.lidar_path)
         elif current_lidar.lidar_pc is not None:
             current_lidar = Lidar(move_points(current_lidar.lidar_pc, logged_pose, pose), current_lidar.lidar_path)
         cameras[-1], lidars[-1] = current_cams, current_lidar
@@ -220,9 +223,9 @@ class ClosedLoopRollout:
 
     def _renderer(self, scene: Scene) -> Any | None:
         """A sensor renderer for the scene's map when the data set is the synthetic world, else None."""
-        from irlvla_env.synthetic.generate import is_synthetic_dataset
+        from irlvla_env.synthetic.generate import read_manifest
 
-        if not is_synthetic_dataset(self.scene_pool.data_root):
+        if read_manifest(self.scene_pool.data_root) is None:
             return None
         key = scene.scene_metadata.map_name
         if key not in self._renderers:

@@ -21,13 +21,24 @@ from irlvla_env.rewards import EPDMSReward, RewardModel, RewardOutput
 
 
 def reward_info(output: RewardOutput, index: int) -> dict[str, Any]:
-    """The `info` entries of one batch element of a reward-model output."""
+    """The `info` entries of one batch element of a reward-model output (an unavailable sub-score, such as EC
+    without a predecessor frame, is None rather than NaN)."""
     info: dict[str, Any] = {
-        "subscores": {name: float(values[index]) for name, values in output.subscores.items()},
+        "subscores": {name: _finite_or_none(values[index]) for name, values in output.subscores.items()},
         "epdms": float(output.epdms[index]),
     }
-    info["uncertainty"] = None if output.uncertainty is None else float(output.uncertainty[index])
+    info["uncertainty"] = None if output.uncertainty is None else _finite_or_none(output.uncertainty[index])
     return info
+
+
+def _copy(obs: dict[str, Any]) -> dict[str, Any]:
+    """Observations handed to the user are theirs: never the cached arrays themselves."""
+    return {key: value.copy() if isinstance(value, np.ndarray) else value for key, value in obs.items()}
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 class NavsimEnv(gym.Env):
@@ -93,7 +104,7 @@ class NavsimEnv(gym.Env):
             self._obs = self._closed_loop.reset(self._token)
         else:
             self._obs = self.scene_pool.observation(self._token)
-        return self._obs, {"token": self._token}
+        return _copy(self._obs), {"token": self._token}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         if self._obs is None or self._token is None:
@@ -103,7 +114,7 @@ class NavsimEnv(gym.Env):
         if problem is not None:
             if self.config.bad_action == "raise":
                 raise BadActionError(f"{problem} (scene {self._token}); set bad_action='penalty' to score it instead")
-            return self._obs, float(self.config.bad_action_penalty), True, False, {"token": self._token, "bad_action": problem}
+            return _copy(self._obs), float(self.config.bad_action_penalty), True, False, {"token": self._token, "bad_action": problem}
         if self._closed_loop is not None:
             return self._closed_loop_step(action)
         obs, token = self._obs, self._token
@@ -111,7 +122,7 @@ class NavsimEnv(gym.Env):
         info = {"token": token, **reward_info(output, 0)}
         if self._audit is not None:
             info["epdms_rule"] = float(self._audit.predict(batch_observations([obs]), action[None], [token]).epdms[0])
-        return obs, float(output.reward[0]), True, False, info
+        return _copy(obs), float(output.reward[0]), True, False, info
 
     def _closed_loop_step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         loop = self._closed_loop
@@ -126,7 +137,7 @@ class NavsimEnv(gym.Env):
         self._obs, terminated, truncated, why = loop.advance(action)
         if why:
             info["termination"] = why
-        return self._obs, float(output.reward[0]), terminated, truncated, info
+        return _copy(self._obs), float(output.reward[0]), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array" or self._obs is None:

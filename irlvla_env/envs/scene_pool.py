@@ -18,7 +18,9 @@ from irlvla_env.paths import exp_root
 def default_cache_root(data_root: Path) -> Path:
     """One observation cache per data set (its resolved path and manifest), so a regenerated world never
     serves stale observations."""
-    manifest = data_root / "manifest.json"
+    from irlvla_env.synthetic.generate import MANIFEST_NAME
+
+    manifest = data_root / MANIFEST_NAME
     identity = str(data_root.resolve()) + (manifest.read_text() if manifest.is_file() else "")
     return exp_root() / "observation_cache" / hashlib.sha1(identity.encode()).hexdigest()[:12]
 

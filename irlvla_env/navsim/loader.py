@@ -9,6 +9,7 @@ from the stored frame dicts, and sensors are read from disk only for the history
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -333,6 +334,7 @@ def load_split(
     """A `SceneLoader` over `<data_root>/navsim_logs/<data_split>` with the split's filter (any field overridable).
 
     `data_root` defaults to `$OPENSCENE_DATA_ROOT`; the sensor folder is required only when sensors are asked for.
+    `maps_root` defaults to `$NUPLAN_MAPS_ROOT`, else `<data_root>/maps` (where the synthetic world writes them).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
@@ -342,4 +344,6 @@ def load_split(
     sensors = root / "sensor_blobs" / spec.data_split
     if not sensor_config.is_empty():
         require_dir(sensors, f"sensor blobs of split {split!r}", "OPENSCENE_DATA_ROOT")
+    if maps_root is None and not os.environ.get("NUPLAN_MAPS_ROOT"):
+        maps_root = root / "maps"
     return SceneLoader(logs, sensors, spec.scene_filter(**filter_overrides), sensor_config, maps_root, skip_bad_logs)

@@ -25,6 +25,7 @@ import shapely
 from irlvla_env.scoring.observation import Observation, box_corners
 from irlvla_env.scoring.route import PDMPath, RoutePlan, normalize_angle
 from irlvla_env.simulation import vehicle as V
+from irlvla_env.simulation.idm import idm_step
 from irlvla_env.simulation.simulator import Simulator
 
 STEP_S = 0.1
@@ -54,20 +55,6 @@ class IDMPolicies:
     def target_velocities(self, speed_limit_mps: float | None) -> np.ndarray:
         limit = self.fallback_target_velocity if speed_limit_mps is None else speed_limit_mps
         return np.asarray(self.speed_limit_fractions, dtype=np.float64) * limit
-
-
-def idm_step(
-    progress: np.ndarray, velocity: np.ndarray, lead: np.ndarray, target_velocity: np.ndarray,
-    min_gap: float, headway: float, accel_max: float, decel_max: float, dt: float,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """One explicit Euler step of the IDM (navsim `BatchIDMPolicy.propagate`); `lead` `(n, 3)` holds the leader's
-    (progress, velocity, rear length). Velocities are not clamped at zero, as upstream."""
-    lead_progress, lead_velocity, lead_rear = lead[:, 0], lead[:, 1], lead[:, 2]
-    s_star = min_gap + velocity * headway + velocity * (velocity - lead_velocity) / (2.0 * np.sqrt(accel_max * decel_max))
-    s_alpha = np.maximum(lead_progress - progress - lead_rear, min_gap)
-    accel = accel_max * (1.0 - (velocity / target_velocity) ** IDM_ACCELERATION_EXPONENT - (s_star / s_alpha) ** 2)
-    accel = np.clip(accel, -decel_max, accel_max)
-    return progress + dt * velocity, velocity + dt * accel
 
 
 def parallel_path(path: PDMPath, offset: float) -> PDMPath:
@@ -220,6 +207,7 @@ class _PathUnroller:
         self.progress[members, t], self.velocity[members, t] = idm_step(
             self.progress[members, t - 1], self.velocity[members, t - 1], self.lead[members, t],
             self.targets[members], p.min_gap_to_lead_agent, p.headway_time, p.accel_max, p.decel_max, STEP_S,
+            IDM_ACCELERATION_EXPONENT,
         )
         self.poses[members, t] = self.path.interpolate(self.progress[members, t])
 

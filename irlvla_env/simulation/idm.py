@@ -135,10 +135,14 @@ class Rail:
     def to_frenet(self, points: np.ndarray) -> np.ndarray:
         """`(..., 2)` arc length and signed lateral offset (left positive) of global points `(..., 2)`."""
         points = np.asarray(points, dtype=np.float64)
-        _, nearest = self._tree.query(points.reshape(-1, 2))
-        offset = points.reshape(-1, 2) - self._sample_xy[nearest]
-        tangent = self._sample_tangent[nearest]
-        s = self._sample_s[nearest] + np.sum(offset * tangent, axis=1)
+        flat = points.reshape(-1, 2)
+        _, nearest = self._tree.query(flat)
+        offset = flat - self._sample_xy[nearest]
+        s = self._sample_s[nearest] + np.sum(offset * self._sample_tangent[nearest], axis=1)
+        frame = self.frames(s)  # one refinement step: re-project from the first estimate's tangent
+        tangent = np.stack([np.cos(frame[:, 2]), np.sin(frame[:, 2])], axis=1)
+        offset = flat - frame[:, :2]
+        s = s + np.sum(offset * tangent, axis=1)
         d = tangent[:, 0] * offset[:, 1] - tangent[:, 1] * offset[:, 0]
         return np.stack([s, d], axis=-1).reshape(points.shape)
 
@@ -240,8 +244,9 @@ def build_idm_agents(
         deviation = None
         if segment is not None:
             key = f"{segment.layer.name}:{segment.id}"
-            rail = rails.setdefault(key, None) or rails.setdefault(key, Rail(segment.baseline_path))
-            rails[key] = rail
+            if key not in rails:
+                rails[key] = Rail(segment.baseline_path)
+            rail = rails[key]
             progress, pose = rail.snap(center)
             deviation = float(np.hypot(*(pose[:2] - center)))
             if deviation <= params.snap_threshold:
@@ -326,30 +331,53 @@ class IDMRollout:
     frozen_visible: np.ndarray
 
 
-class _Footprints:
-    """Arc-length spans of the agents' occupancy entries (projected footprints) from their IDM state."""
+class RailTable:
+    """Several rails concatenated along one arc-length axis, so that poses of any mix of (rail, s) pairs come
+    from one `np.interp` per coordinate."""
 
-    def __init__(self, agents: IDMAgents) -> None:
-        self.lengths = agents.lengths
-        self.path_lengths = np.array([rail.length for rail in agents.rails])
+    GAP = 1.0  # [m] between consecutive rails on the common axis
 
-    def span(self, progress: np.ndarray, extension: np.ndarray, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
-        """`(lo, hi)`: the path band `[s − l/2, s + l/2 + ext]` clamped to the path, united with the box at
-        the clamped progress (nuPlan `projected_footprint`; ext = 0 is the plain box)."""
-        half, end = self.lengths[index] / 2.0, self.path_lengths[index]
-        bounded = np.clip(progress, 0.0, end)
-        lo = np.minimum(np.clip(progress - half, 0.0, end), bounded - half)
-        hi = np.maximum(np.clip(progress + half + extension, 0.0, end), bounded + half)
-        return lo, hi
+    def __init__(self, rails: Sequence[Rail]) -> None:
+        self.rails = list(rails)
+        self.lengths = np.array([rail.length for rail in self.rails])
+        self.offsets = np.concatenate([[0.0], np.cumsum(self.lengths + self.GAP)[:-1]])
+        self._knots = np.concatenate([rail.progress + o for rail, o in zip(self.rails, self.offsets)]) if rails else np.zeros(0)
+        self._values = np.concatenate([rail.poses for rail in self.rails]) if rails else np.zeros((0, 3))
+
+    def poses(self, s: np.ndarray, rail: np.ndarray) -> np.ndarray:
+        """`(..., 3)` poses at arc lengths `s` clamped to each rail (`rail` broadcasts against `s`)."""
+        s, rail = np.broadcast_arrays(np.asarray(s, dtype=np.float64), rail)
+        q = self.offsets[rail] + np.clip(s, 0.0, self.lengths[rail])
+        out = np.stack([np.interp(q, self._knots, self._values[:, c]) for c in range(3)], axis=-1)
+        out[..., 2] = normalize_angle(out[..., 2])
+        return out
+
+    def frames(self, s: np.ndarray, rail: np.ndarray) -> np.ndarray:
+        """Like :meth:`poses`, continued straight along the end headings beyond each rail (`Rail.frames`)."""
+        s, rail = np.broadcast_arrays(np.asarray(s, dtype=np.float64), rail)
+        out = self.poses(s, rail)
+        beyond = s - np.clip(s, 0.0, self.lengths[rail])
+        out[..., 0] += beyond * np.cos(out[..., 2])
+        out[..., 1] += beyond * np.sin(out[..., 2])
+        return out
+
+    def to_frenet(self, points: np.ndarray, rail: np.ndarray) -> np.ndarray:
+        """`(..., 2)` (s, d) of points `(..., 2)` each in the frame of its rail (`rail` broadcasts to `(...)`)."""
+        rail = np.broadcast_to(rail, points.shape[:-1])
+        out = np.empty(points.shape)
+        for r in np.unique(rail):
+            mask = rail == r
+            out[mask] = self.rails[r].to_frenet(points[mask])
+        return out
 
 
 def _candidates(
     agents: IDMAgents, ego_rollouts: np.ndarray, params: IDMParameters
-) -> tuple[list[np.ndarray], np.ndarray, list[tuple[int, int]]]:
-    """Static pruning: per agent, the other agents and whether the ego could ever enter its corridor within the
-    horizon; and the (frozen, agent) pairs whose boxes could ever overlap. Bounds: speed ≤ v0 + a_max·T,
-    progress ≤ s0 + v0·T + a_max·T²/2; corridors only shrink."""
-    horizon = STEP_S * (NUM_STEPS - 1)
+) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """Static pruning: per agent, the obstacles (other agents; `N` = the ego) that could ever enter its corridor
+    within the horizon, and the (frozen, agent) pairs whose boxes could ever overlap. Bounds used: speed
+    ≤ v0 + a_max·T, progress ≤ s0 + v0·T + a_max·T²/2, and corridors only shrink."""
+    horizon = STEP_S * (ego_rollouts.shape[1] - 1)
     n = agents.num_agents
     corridors, sweeps = [], []
     for i, rail in enumerate(agents.rails):
@@ -361,142 +389,164 @@ def _candidates(
         end = max(min(rail.length + half_l, s0 + reach), min(s0, rail.length) + half_l)
         sweeps.append(rail.polygon(min(s0, rail.length) - half_l - SWEEP_MARGIN, end + SWEEP_MARGIN, half_w + SWEEP_MARGIN))
     corridors_arr, sweeps_arr = np.array(corridors, dtype=object), np.array(sweeps, dtype=object)
-    meets = shapely.intersects(corridors_arr[:, None], sweeps_arr[None, :]) if n else np.zeros((0, 0), dtype=bool)
-    np.fill_diagonal(meets, False)
-    agent_candidates = [np.nonzero(meets[i])[0] for i in range(n)]
-
-    ego_boxes = shapely.polygons(box_corners(ego_rollouts[:, :-1, :2], ego_rollouts[:, :-1, 2], V.LENGTH, V.WIDTH))
-    ego_candidate = np.zeros(n, dtype=bool)
+    meets = np.zeros((n, n + 1), dtype=bool)
     if n:
-        hits = shapely.STRtree(ego_boxes.ravel()).query(corridors_arr, predicate="intersects")
-        ego_candidate[np.unique(hits[0])] = True
+        meets[:, :n] = shapely.intersects(corridors_arr[:, None], sweeps_arr[None, :])
+        np.fill_diagonal(meets[:, :n], False)
+        ego_boxes = shapely.polygons(box_corners(ego_rollouts[:, :-1, :2], ego_rollouts[:, :-1, 2], V.LENGTH, V.WIDTH))
+        meets[np.unique(shapely.STRtree(ego_boxes.ravel()).query(corridors_arr, predicate="intersects")[0]), n] = True
     frozen_pairs: list[tuple[int, int]] = []
     if len(agents.frozen_rows) and n:
         frozen = shapely.polygons(agents.frozen_corners)
         f_idx, a_idx = np.nonzero(shapely.intersects(frozen[:, None], sweeps_arr[None, :]))
         frozen_pairs = list(zip(f_idx.tolist(), a_idx.tolist()))
-    return agent_candidates, ego_candidate, frozen_pairs
+    return [np.nonzero(row)[0] for row in meets], frozen_pairs
+
+
+def _update_levels(candidates: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Batches that reproduce nuPlan's one-by-one update order exactly: an agent reads the new state of the
+    candidates before it in build order, so it goes one level after the latest of them; agents of one level
+    never read each other. Per level: its agents `(A,)` and their candidates `(A, C)` padded with -1."""
+    n = len(candidates)
+    level = np.zeros(n, dtype=int)
+    for i, cands in enumerate(candidates):
+        earlier = cands[cands < i]
+        level[i] = 1 + level[earlier].max() if len(earlier) else 0
+    out = []
+    for value in range(level.max() + 1 if n else 0):
+        members = np.nonzero(level == value)[0]
+        width = max(len(candidates[i]) for i in members)
+        padded = np.full((len(members), width), -1, dtype=int)
+        for row, i in enumerate(members):
+            padded[row, : len(candidates[i])] = candidates[i]
+        out.append((members, padded))
+    return out
 
 
 def simulate_idm_agents(agents: IDMAgents, ego_rollouts: np.ndarray, params: IDMParameters = IDMParameters()) -> IDMRollout:
     """Step the agents 40 × 0.1 s against each of the K ego rollouts `(K, 41, 11)` (rear-axle states)."""
-    ego_rollouts = np.asarray(ego_rollouts, dtype=np.float64)
-    k, steps, n = ego_rollouts.shape[0], ego_rollouts.shape[1], agents.num_agents
-    f = len(agents.frozen_rows)
-    rails = agents.rails
-    footprints = _Footprints(agents)
-    agent_candidates, ego_candidate, frozen_pairs = _candidates(agents, ego_rollouts, params)
-    interacting = [i for i in range(n) if len(agent_candidates[i]) or ego_candidate[i]]
-    free = np.array([i for i in range(n) if i not in set(interacting)], dtype=int)
+    return _Stepper(agents, np.asarray(ego_rollouts, dtype=np.float64), params).run()
 
-    progress = np.broadcast_to(agents.progress0, (k, n)).copy()
-    speed = np.broadcast_to(agents.speed0, (k, n)).copy()
-    extension = np.zeros((k, n))  # projected footprint reach: 0 until an agent is first updated (snapped box)
-    active = np.ones((k, n), dtype=bool)
-    out = IDMRollout(
-        poses=np.zeros((k, steps, n, 3)), speeds=np.zeros((k, steps, n)), active=np.zeros((k, steps, n), dtype=bool),
-        frozen_visible=np.zeros((k, steps, f), dtype=bool),
-    )  # fmt: skip
-    poses = _poses(rails, progress)
-    out.poses[:, 0], out.speeds[:, 0], out.active[:, 0] = poses, speed, active
-    out.frozen_visible[:, 0] = True
-    idm = dict(min_gap=params.min_gap, headway=params.headway, accel_max=params.accel_max,
-               decel_max=params.decel_max, dt=STEP_S, exponent=NUPLAN_IDM_EXPONENT)  # fmt: skip
-    path_lengths = footprints.path_lengths
 
-    for t in range(1, steps):
-        ego = ego_rollouts[:, t - 1]
-        active &= np.linalg.norm(poses[..., :2] - ego[:, None, :2], axis=-1) <= params.radius
-        old_progress, old_speed, old_extension = progress.copy(), speed.copy(), extension.copy()
+class _Stepper:
+    """The agents' IDM state for K rollouts (arrays `(K, N)`), advanced level by level in nuPlan's order.
 
-        def advance(index, lead: np.ndarray) -> None:
-            moved, new_speed = idm_step(
-                np.zeros_like(old_speed[:, index]), old_speed[:, index], lead, agents.target_speed[index], **idm
-            )
-            new_speed = np.maximum(new_speed, 0.0)
-            live = active[:, index]
-            progress[:, index] = np.where(live, old_progress[:, index] + moved, old_progress[:, index])
-            speed[:, index] = np.where(live, new_speed, old_speed[:, index])
-            extension[:, index] = np.where(live, speed[:, index] * params.headway, old_extension[:, index])
+    `progress`/`speed`/`extension` hold the current values, `old_*` those at the start of the step; an agent
+    reads candidates earlier in the build order after their update and later ones before it.
+    """
 
-        if len(free):
-            to_go = path_lengths[free] - old_progress[:, free]
-            advance(free, np.stack(np.broadcast_arrays(to_go, 0.0, agents.lengths[free] / 2.0), axis=-1))
-        ego_quad = box_corners(ego[:, :2], ego[:, 2], V.LENGTH, V.WIDTH)  # [Q] centred on the rear axle
+    def __init__(self, agents: IDMAgents, ego_rollouts: np.ndarray, params: IDMParameters) -> None:
+        self.agents, self.ego_rollouts, self.params = agents, ego_rollouts, params
+        k, n = ego_rollouts.shape[0], agents.num_agents
+        unique: dict[int, int] = {}
+        for rail in agents.rails:
+            unique.setdefault(id(rail), len(unique))
+        self.table = RailTable(list({id(r): r for r in agents.rails}.values()))
+        self.rail_of = np.array([unique[id(rail)] for rail in agents.rails], dtype=int)
+        self.path_lengths = self.table.lengths[self.rail_of]
+        self.last_segments = np.array([rail.last_segment for rail in agents.rails])
+        candidates, self.frozen_pairs = _candidates(agents, ego_rollouts, params)
+        self.levels = _update_levels(candidates)
+        self.progress = np.broadcast_to(agents.progress0, (k, n)).copy()
+        self.speed = np.broadcast_to(agents.speed0, (k, n)).copy()
+        self.extension = np.zeros((k, n))  # projected-footprint reach; 0 (the snapped box) until first updated
+        self.active = np.ones((k, n), dtype=bool)
+        self.old_progress, self.old_speed, self.old_extension = self.progress, self.speed, self.extension
+        self.poses = self.table.poses(self.progress, self.rail_of)
+        self.idm = dict(min_gap=params.min_gap, headway=params.headway, accel_max=params.accel_max,
+                        decel_max=params.decel_max, dt=STEP_S, exponent=NUPLAN_IDM_EXPONENT)  # fmt: skip
+
+    def run(self) -> IDMRollout:
+        k, steps, _ = self.ego_rollouts.shape
+        n, f = self.agents.num_agents, len(self.agents.frozen_rows)
+        out = IDMRollout(
+            poses=np.zeros((k, steps, n, 3)), speeds=np.zeros((k, steps, n)),
+            active=np.zeros((k, steps, n), dtype=bool), frozen_visible=np.ones((k, steps, f), dtype=bool),
+        )  # fmt: skip
+        out.poses[:, 0], out.speeds[:, 0], out.active[:, 0] = self.poses, self.speed, self.active
+        for t in range(1, steps):
+            self.step(self.ego_rollouts[:, t - 1])
+            out.poses[:, t], out.speeds[:, t], out.active[:, t] = self.poses, self.speed, self.active
+            out.frozen_visible[:, t] = _frozen_visible(self.agents, self.frozen_pairs, self.poses, self.active)
+        return out
+
+    def step(self, ego: np.ndarray) -> None:
+        """One 0.1 s update against the ego states `(K, 11)` (rollout state t − 1 for step t)."""
+        self.active &= np.linalg.norm(self.poses[..., :2] - ego[:, None, :2], axis=-1) <= self.params.radius
+        self.old_progress, self.old_speed, self.old_extension = (
+            self.progress.copy(), self.speed.copy(), self.extension.copy()
+        )
+        ego_quad = box_corners(ego[:, :2], ego[:, V.HEADING], V.LENGTH, V.WIDTH)  # [Q] centred on the rear axle
         ego_speed = np.hypot(ego[:, V.VELOCITY_X], ego[:, V.VELOCITY_Y])
-        for i in interacting:
-            advance(i, _lead(i, agents, footprints, agent_candidates[i], ego_candidate[i], ego_quad, ego[:, 2],
-                             ego_speed, poses, (old_progress, speed, extension, progress), old_speed,
-                             old_extension, active))  # fmt: skip
+        for members, candidates in self.levels:
+            self.advance(members, self.lead(members, candidates, ego_quad, ego[:, V.HEADING], ego_speed))
+        self.poses = self.table.poses(self.progress, self.rail_of)
 
-        poses = _poses(rails, progress)
-        out.poses[:, t], out.speeds[:, t], out.active[:, t] = poses, speed, active
-        out.frozen_visible[:, t] = _frozen_visible(agents, frozen_pairs, poses, active)
-    return out
+    def advance(self, index: np.ndarray, lead: np.ndarray) -> None:
+        """IDM update of agents `index` `(A,)` (active ones only) given their leaders `(K, A, 3)`."""
+        moved, speed = idm_step(
+            np.zeros_like(self.old_speed[:, index]), self.old_speed[:, index], lead,
+            self.agents.target_speed[index], **self.idm,
+        )  # fmt: skip
+        live = self.active[:, index]
+        speed = np.maximum(speed, 0.0)
+        self.progress[:, index] = np.where(live, self.old_progress[:, index] + moved, self.old_progress[:, index])
+        self.speed[:, index] = np.where(live, speed, self.old_speed[:, index])
+        self.extension[:, index] = np.where(live, speed * self.params.headway, self.old_extension[:, index])
 
+    def span(self, progress: np.ndarray, extension: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(lo, hi)` arc-length span of agents' occupancy entries: the path band `[s − l/2, s + l/2 + ext]`
+        clamped to the path, united with the box at the clamped progress (nuPlan `projected_footprint`; with
+        ext = 0 it is the plain box)."""
+        half, end = self.agents.lengths[index] / 2.0, self.path_lengths[index]
+        bounded = np.clip(progress, 0.0, end)
+        lo = np.minimum(np.clip(progress - half, 0.0, end), bounded - half)
+        hi = np.maximum(np.clip(progress + half + extension, 0.0, end), bounded + half)
+        return lo, hi
 
-def _poses(rails: Sequence[Rail], progress: np.ndarray) -> np.ndarray:
-    """`(K, N, 3)` poses of every agent at its (clamped) progress `(K, N)`."""
-    out = np.zeros(progress.shape + (3,))
-    for i, rail in enumerate(rails):
-        out[:, i] = rail.poses_at(progress[:, i])
-    return out
+    def lead(self, members: np.ndarray, candidates: np.ndarray, ego_quad: np.ndarray, ego_heading: np.ndarray,
+             ego_speed: np.ndarray) -> np.ndarray:  # fmt: skip
+        """`(K, A, 3)` leaders (gap, projected speed, rear length) of agents `members` `(A,)`: the occupancy entry
+        in each one's corridor nearest to its own projected footprint, else the end of its path."""
+        agents, n = self.agents, self.agents.num_agents
+        s_i = self.old_progress[:, members]
+        length_i, to_go = self.path_lengths[members], self.path_lengths[members] - s_i
+        free = np.stack(np.broadcast_arrays(to_go, 0.0, agents.lengths[members] / 2.0), axis=-1)
+        if candidates.shape[1] == 0:
+            return free
+        k = s_i.shape[0]
+        bounded = np.clip(s_i, 0.0, length_i)
+        corridor_start = np.where(bounded < length_i, bounded, length_i - self.last_segments[members])
+        half_width = agents.widths[members] / 2.0
+        corridor = _rects(corridor_start, length_i, half_width)  # (K, A, 4, 2) in each agent's rail frame
+        own = _rects(*self.span(s_i, self.old_extension[:, members], members), half_width)
+        heading_i = self.poses[:, members, 2][..., None]
 
+        is_ego, padding = candidates == n, candidates < 0
+        other = np.clip(candidates, 0, n - 1)  # (A, C) agent rows (placeholders where ego or padding)
+        updated = other < members[:, None]
+        s_c = np.where(updated, self.progress[:, other], self.old_progress[:, other])  # (K, A, C)
+        v_c = np.where(updated, self.speed[:, other], self.old_speed[:, other])
+        lo, hi = self.span(s_c, np.where(updated, self.extension[:, other], self.old_extension[:, other]), other)
+        stations = self.table.frames(np.stack([lo, (lo + hi) / 2.0, hi], axis=-1), self.rail_of[other][..., None])
+        normal = np.stack([-np.sin(stations[..., 2]), np.cos(stations[..., 2])], axis=-1)
+        offset = (agents.widths[other] / 2.0)[..., None, None] * normal
+        left, right = stations[..., :2] + offset, stations[..., :2] - offset  # (K, A, C, 3, 2)
+        quads = np.stack([np.stack([right[..., a, :], right[..., a + 1, :], left[..., a + 1, :], left[..., a, :]], -2)
+                          for a in (0, 1)], axis=-3)  # (K, A, C, 2, 4, 2)  # fmt: skip
+        quads = np.where(is_ego[..., None, None, None], ego_quad[:, None, None, None], quads)
+        heading_c = np.where(is_ego, ego_heading[:, None, None], self.table.poses(s_c, self.rail_of[other])[..., 2])
+        speed_c = np.where(is_ego, ego_speed[:, None, None], v_c) * np.cos(normalize_angle(heading_c - heading_i))
+        valid = ~padding & (is_ego | self.active[:, other])
 
-def _lead(
-    i: int, agents: IDMAgents, footprints: _Footprints, candidates: np.ndarray, with_ego: bool,
-    ego_quad: np.ndarray, ego_heading: np.ndarray, ego_speed: np.ndarray, old_poses: np.ndarray,
-    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], old_speed: np.ndarray,
-    old_extension: np.ndarray, active: np.ndarray,
-) -> np.ndarray:  # fmt: skip
-    """`(K, 3)` leader (gap, projected speed, rear length) of agent `i` from the occupancy entries in its corridor.
-
-    `state` = (progress at step start, current speeds, current extensions, current progress): candidates
-    earlier in the update order are read after their update, later ones before it."""
-    old_progress, speed_now, extension_now, progress_now = state
-    rail, length, width = agents.rails[i], agents.lengths[i], agents.widths[i]
-    s_i = old_progress[:, i]
-    bounded = np.clip(s_i, 0.0, rail.length)
-    corridor = _rects(np.where(bounded < rail.length, bounded, rail.length - rail.last_segment), rail.length, width / 2)
-    own_lo, own_hi = footprints.span(s_i, old_extension[:, i], i)
-    own = _rects(own_lo, own_hi, width / 2)
-    heading_i = old_poses[:, i, 2]
-    k = len(s_i)
-
-    quads, speeds, valid = [], [], []
-    if len(candidates):
-        updated = candidates < i
-        s_c = np.where(updated, progress_now[:, candidates], old_progress[:, candidates])
-        v_c = np.where(updated, speed_now[:, candidates], old_speed[:, candidates])
-        e_c = np.where(updated, extension_now[:, candidates], old_extension[:, candidates])
-        lo, hi = footprints.span(s_c, e_c, candidates)
-        stations = np.stack([lo, (lo + hi) / 2.0, hi], axis=-1)  # (K, C, 3)
-        frames = np.stack([agents.rails[j].frames(stations[:, c]) for c, j in enumerate(candidates)], axis=1)
-        normal = np.stack([-np.sin(frames[..., 2]), np.cos(frames[..., 2])], axis=-1)
-        half_w = (agents.widths[candidates] / 2.0)[None, :, None, None]
-        left, right = frames[..., :2] + half_w * normal, frames[..., :2] - half_w * normal  # (K, C, 3, 2)
-        bands = np.stack([np.stack([right[:, :, s], right[:, :, s + 1], left[:, :, s + 1], left[:, :, s]], axis=-2)
-                          for s in (0, 1)], axis=2)  # (K, C, 2, 4, 2)  # fmt: skip
-        quads.append(bands)
-        heading_c = np.stack([agents.rails[j].poses_at(s_c[:, c])[:, 2] for c, j in enumerate(candidates)], axis=1)
-        speeds.append(v_c * np.cos(normalize_angle(heading_c - heading_i[:, None])))
-        valid.append(active[:, candidates])
-    if with_ego:
-        quads.append(np.broadcast_to(ego_quad[:, None, None], (k, 1, 2, 4, 2)))
-        speeds.append((ego_speed * np.cos(normalize_angle(ego_heading - heading_i)))[:, None])
-        valid.append(np.ones((k, 1), dtype=bool))
-    obstacles = rail.to_frenet(np.concatenate(quads, axis=1))  # (K, C', 2, 4, 2)
-    hit = quads_overlap(obstacles, corridor[:, None, None]).any(-1) & np.concatenate(valid, axis=1)
-    gap = quads_distance(obstacles, own[:, None, None]).min(-1)
-    nearest = np.argmin(np.where(hit, gap, np.inf), axis=1)
-    rows = np.arange(k)
-    has_lead = hit.any(axis=1)
-    lead_speed = np.concatenate(speeds, axis=1)[rows, nearest]
-    return np.stack([
-        np.where(has_lead, gap[rows, nearest], rail.length - s_i),
-        np.where(has_lead, lead_speed, 0.0),
-        np.where(has_lead, 0.0, length / 2.0),
-    ], axis=-1)  # fmt: skip
+        obstacles = self.table.to_frenet(quads, self.rail_of[members][:, None, None, None])
+        hit = quads_overlap(obstacles, corridor[:, :, None, None]).any(-1) & valid  # (K, A, C)
+        gap = quads_distance(obstacles, own[:, :, None, None]).min(-1)
+        nearest = np.argmin(np.where(hit, gap, np.inf), axis=-1)[..., None]
+        has_lead = hit.any(axis=-1)[..., None]
+        chosen = np.stack([np.take_along_axis(gap, nearest, -1)[..., 0],
+                           np.take_along_axis(speed_c, nearest, -1)[..., 0], np.zeros((k, len(members)))], -1)  # fmt: skip
+        return np.where(has_lead, chosen, free)
 
 
 def _frozen_visible(agents: IDMAgents, pairs: list[tuple[int, int]], poses: np.ndarray, active: np.ndarray) -> np.ndarray:

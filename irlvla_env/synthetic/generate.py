@@ -167,7 +167,9 @@ def generate_dataset(root: Path, config: SynthConfig, maps_root: Path | None = N
             entries.append(generate_log(job))
             bar.update()
     else:
-        with multiprocessing.get_context("spawn").Pool(config.n_workers) as pool:
+        # fork, not spawn: spawned workers re-import the caller's __main__, which re-runs an unguarded script.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(config.n_workers) as pool:
             for entry in pool.imap_unordered(generate_log, jobs):
                 entries.append(entry)
                 bar.update()

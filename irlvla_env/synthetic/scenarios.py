@@ -104,11 +104,13 @@ def _cross_band(ref: np.ndarray, s_ref: np.ndarray, s_mid: float, width: float, 
 
 
 # ------------------------------------------------------------------------------------------------ corridors
-def _corridor_reference(rng: np.random.Generator, length: float, curved: bool) -> np.ndarray:
+def _corridor_reference(rng: np.random.Generator, length: float, curved: bool, tight: bool) -> np.ndarray:
+    """Straights and arcs; `tight` arcs (radius 50-130 m) bend enough to be a left/right driving command."""
     pieces, covered, heading, point = [], 0.0, 0.0, np.zeros(2)
     while covered < length:
         if curved and pieces and rng.random() < 0.7:
-            radius, angle = rng.uniform(120.0, 300.0), rng.choice([-1, 1]) * rng.uniform(0.25, 0.7)
+            radius = rng.uniform(50.0, 130.0) if tight else rng.uniform(150.0, 350.0)
+            angle = rng.choice([-1, 1]) * rng.uniform(0.4, 1.2 if tight else 0.6)
             piece = g2.arc(point, heading, radius, angle)
             heading += angle
         else:
@@ -124,7 +126,7 @@ def build_corridor(net: RoadNetwork, frame: _Frame, rng: np.random.Generator, fa
     ego_start = 40.0
     total = ego_start + travel + 160.0
     curved = family == "curved_road" or (family not in ("straight_road",) and rng.random() < 0.35)
-    ref_local = _corridor_reference(rng, total, curved)
+    ref_local = _corridor_reference(rng, total, curved, tight=family == "curved_road")
     ref = g2.resample(frame(ref_local), 1.0)
     s_ref = g2.arclength(ref)
     total = float(s_ref[-1])
@@ -330,7 +332,7 @@ def build_intersection(net: RoadNetwork, frame: _Frame, rng: np.random.Generator
     tile.ego_start_s = arms[ego_arm].length - approach_dist
     # Time the lights against the ego's arrival: some logs wait at red, others roll through on green.
     arrival = approach_dist / (0.7 * speed)
-    tile.signals[0] = tile.signals[0].with_green_at(conn, arrival + float(rng.uniform(-12.0, 14.0)))
+    tile.signals[0] = tile.signals[0].with_green_at(conn, arrival + float(rng.uniform(-10.0, 8.0)))
     tile.traffic_entries = [lane for arm in arms for lane in arm.incoming[0].lane_ids]
     return tile
 

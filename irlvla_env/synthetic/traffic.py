@@ -336,9 +336,9 @@ class World:
                     go = all(self.light_state.get(c, RED) == RED for c in w.plan.gate_connectors) and any(
                         p.stays_red(w.plan.gate_connectors, self.t, crossing_time) for p in self.tile.signals
                     )
-                else:  # unsignalised: wait while a car is close and not slow
-                    near = np.linalg.norm(vehicle_xy - w.pose()[:2], axis=1) < 25.0
-                    go = not np.any(near & (vehicle_speed > 2.0))
+                else:  # unsignalised: wait while a car could not comfortably stop before the crosswalk
+                    distance = np.linalg.norm(vehicle_xy - w.pose()[:2], axis=1)
+                    go = not np.any((distance < 10.0 + 5.0 * vehicle_speed) & (vehicle_speed > 1.0))
                 w.crossing = go
             w.v = w.plan.speed if go else 0.0
             w.s += w.v * DT
@@ -389,7 +389,9 @@ def _closest_constraint(world: World, agent: Agent, table: ObjectTable, path: Pa
             h_path = np.interp(s_obj, path.s, path.heading)
             dh = np.abs(np.angle(np.exp(1j * (table.heading[idx] - h_path))))
             half = 0.5 * (agent.size[1] + table.width[idx]) + 0.25
-            relevant = (np.abs(lat) < half) & (s_obj > front - 0.5 * table.length[idx]) & (s_obj < s + LOOKAHEAD - 1)
+            # Only what is ahead of my own centre leads me; two cars side by side must not both wait.
+            centre = s + agent.front - 0.5 * agent.size[0]
+            relevant = (np.abs(lat) < half) & (s_obj > centre) & (s_obj < s + LOOKAHEAD - 1)
             relevant &= (dh < 1.0) | (table.speed[idx] < 0.5) | ~table.is_vehicle[idx]
             for j in np.flatnonzero(relevant):
                 # Longitudinal extent of a box seen along the path.
