@@ -33,6 +33,7 @@ from irlvla_env.rewards import SUBSCORE_NAMES, result_subscores
 from reward_models.candidates import CandidateConfig, CandidateGenerator, PolicySampler
 
 MANIFEST_NAME = "labelling.json"
+CALIBRATION_NAME = "camera_calibration.json"
 OBSERVATION_PREFIX = "obs_"
 
 
@@ -249,6 +250,8 @@ def label_split(
     if not tokens:
         raise ValueError(f"no scenes to label for split {config.split!r}")
     _check_manifest(folder, config, tokens, vocabulary)
+    if not (folder / CALIBRATION_NAME).is_file():
+        _write_calibration(folder, config, tokens[0], loader)
     chunks = [tokens[i : i + config.shard_size] for i in range(0, len(tokens), config.shard_size)]
     todo = [(i, chunk) for i, chunk in enumerate(chunks) if not shard_path(folder, i).is_file()]
     done = len(chunks) - len(todo)
@@ -260,6 +263,20 @@ def label_split(
         return folder
     _label_with_ray(folder, config, vocabulary, todo, done, len(chunks), policy)
     return folder
+
+
+def _write_calibration(folder: Path, config: LabellingConfig, token: str, loader: Any | None) -> None:
+    """The camera rig of the split (read from its first scene), for models that project the ground into the strip."""
+    from irlvla_env.observations import ObservationConfig
+    from reward_models.projection import strip_calibration
+
+    if loader is None:
+        loader = _sensor_loader(config.split, config.data_root, config.maps_root, tuple(sorted(config.observation.items())))
+    calibration = strip_calibration(loader.get_agent_input_from_token(token), ObservationConfig(**config.observation))
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(calibration, handle, indent=1)
+    os.replace(tmp, folder / CALIBRATION_NAME)
 
 
 def _label_with_ray(
@@ -305,6 +322,7 @@ class LabelledScenes:
     epdms: np.ndarray
     observations: dict[str, np.ndarray]
     ec_available: bool = False
+    camera_calibration: list | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -316,7 +334,7 @@ class LabelledScenes:
     def subset(self, index: np.ndarray) -> "LabelledScenes":
         return LabelledScenes(
             self.tokens[index], self.candidates[index], self.sources[index], self.labels[index], self.epdms[index],
-            {k: v[index] for k, v in self.observations.items()}, self.ec_available,
+            {k: v[index] for k, v in self.observations.items()}, self.ec_available, self.camera_calibration,
         )
 
     def split(self, val_fraction: float, seed: int = 0) -> tuple["LabelledScenes", "LabelledScenes"]:
@@ -349,4 +367,5 @@ class LabelledScenes:
         return cls(
             arrays["tokens"], arrays["candidates"], arrays["sources"], arrays["labels"], arrays["epdms"],
             observations, bool(manifest.get("ec_available", False)),
+            json.loads((folder / CALIBRATION_NAME).read_text()) if (folder / CALIBRATION_NAME).is_file() else None,
         )

@@ -42,6 +42,7 @@ from irlvla_env.rewards import (
     check_trajectories,
     group_rows_by_token,
 )
+from reward_models.projection import StripProjector
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -61,6 +62,8 @@ class RWMConfig:
     """Every architectural choice of a Reward World Model; saved as `config.json` next to the weights.
 
     :param camera_shape: `(H, W)` of the stitched camera strip.
+    :param camera_downsample: average-pool factor applied to the camera before its CNN (speed; road layout and
+        vehicles survive a 2x reduction of a 64x256 strip).
     :param lidar_channels: channels of the LiDAR BEV histogram; `lidar_bins` its side.
     :param bev_range_m: half-width of the square the BEV covers around the ego [m] (x forward, y left).
     :param num_history: ego-status frames; `num_poses` trajectory poses.
@@ -69,11 +72,14 @@ class RWMConfig:
     :param attention_heads: heads of the pose-to-scene cross-attention.
     :param ensemble_size: M heads over the shared trunk.
     :param position_scale: metres that map to 1.0 in the trajectory encoding.
+    :param camera_calibration: the rig (`projection.strip_calibration`); when given, the camera is also read where
+        the ego footprint lands in the image, not only through attention.
     :param ec_available: compose EPDMS with EC (two-stage labels) or without it (one-stage: denominator 14).
     :param reward_source: what `RWMRewardModel.reward` returns: `"epdms"` (composed) or `"irl"` (the IRL head).
     """
 
     camera_shape: tuple[int, int] = (64, 256)
+    camera_downsample: int = 2
     lidar_channels: int = 2
     lidar_bins: int = 64
     bev_range_m: float = 32.0
@@ -89,6 +95,7 @@ class RWMConfig:
     attention_heads: int = 4
     ensemble_size: int = 4
     position_scale: float = 10.0
+    camera_calibration: list | None = None
     ec_available: bool = False
     reward_source: str = "epdms"
 
@@ -102,9 +109,11 @@ class RWMConfig:
             raise ValueError(f"RWMConfig.width {self.width} must be divisible by attention_heads {self.attention_heads}")
         if self.ensemble_size < 1:
             raise ValueError(f"RWMConfig.ensemble_size must be >= 1, got {self.ensemble_size}")
-        if any(s % 16 for s in self.camera_shape) or self.lidar_bins % 8:
+        camera_stride = 8 * self.camera_downsample
+        if any(s % camera_stride for s in self.camera_shape) or self.lidar_bins % 8:
             raise ValueError(
-                f"RWMConfig.camera_shape {self.camera_shape} must be multiples of 16 and lidar_bins {self.lidar_bins} of 8"
+                f"RWMConfig.camera_shape {self.camera_shape} must be multiples of {camera_stride} (8 x camera_downsample) "
+                f"and lidar_bins {self.lidar_bins} of 8"
             )
 
     @classmethod
@@ -122,22 +131,23 @@ class SceneContext:
 
     :param keys, values: `(S, heads, N, width/heads)` attention keys and values of the scene tokens.
     :param pooled: `(S, width)` summary vector.
-    :param bev: `(S, width, b, b)` BEV feature map sampled at trajectory poses, or None without LiDAR.
+    :param bev: `(S, C, B/2, B/2)` fine BEV feature map sampled at the ego footprint, or None without LiDAR.
+    :param camera_map: `(S, C, H/8, W/8)` camera features sampled where the footprint is seen, or None.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     pooled: torch.Tensor
     bev: torch.Tensor | None
+    camera_map: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.pooled.shape[0]
 
     def select(self, index: torch.Tensor) -> "SceneContext":
         """The contexts of scenes `index` (e.g. for a subset of a batch)."""
-        return SceneContext(
-            self.keys[index], self.values[index], self.pooled[index], None if self.bev is None else self.bev[index]
-        )
+        pick = lambda x: None if x is None else x[index]
+        return SceneContext(self.keys[index], self.values[index], self.pooled[index], pick(self.bev), pick(self.camera_map))
 
 
 @dataclass
@@ -187,6 +197,24 @@ class RWMPrediction:
         return product * weighted / 14.0
 
 
+# Where the BEV is read for each pose: the ego box centre and its four corners, in the rear-axle frame
+# (nuPlan Pacifica: centre 1.461 m ahead of the rear axle, 5.176 m x 2.297 m), so collisions and curbs are local.
+_HALF_LENGTH, _HALF_WIDTH, _CENTRE = 5.176 / 2, 2.297 / 2, 1.461
+FOOTPRINT = ((_CENTRE, 0.0), (_CENTRE + _HALF_LENGTH, _HALF_WIDTH), (_CENTRE + _HALF_LENGTH, -_HALF_WIDTH),
+             (_CENTRE - _HALF_LENGTH, _HALF_WIDTH), (_CENTRE - _HALF_LENGTH, -_HALF_WIDTH))  # fmt: skip
+BEV_FEATURES = 16
+CAMERA_FEATURES = 32
+
+
+def footprint_points(trajectories: torch.Tensor) -> torch.Tensor:
+    """`(..., P, 3)` rear-axle poses -> `(..., P, 5, 2)` local positions of the footprint points."""
+    offsets = torch.tensor(FOOTPRINT, dtype=trajectories.dtype, device=trajectories.device)  # (F, 2)
+    c, s = trajectories[..., 2].cos()[..., None], trajectories[..., 2].sin()[..., None]
+    x = trajectories[..., 0:1] + c * offsets[:, 0] - s * offsets[:, 1]
+    y = trajectories[..., 1:2] + s * offsets[:, 0] + c * offsets[:, 1]
+    return torch.stack([x, y], dim=-1)
+
+
 def _conv_stack(channels: Sequence[int]) -> nn.Sequential:
     """Stride-2 3x3 convolutions with GroupNorm + GELU: each halves the resolution."""
     layers: list[nn.Module] = []
@@ -204,12 +232,16 @@ class RewardWorldModel(nn.Module):
         w = config.width
         num_tokens = 0
         if config.use_camera:
-            self.camera_encoder = _conv_stack((3, 16, 32, 48, w))  # /16
+            stride = 8 * config.camera_downsample
+            self.camera_pool = nn.AvgPool2d(config.camera_downsample) if config.camera_downsample > 1 else nn.Identity()
+            self.camera_early = _conv_stack((3, 16, CAMERA_FEATURES))  # /4 after the pooling: read at the footprint
+            self.camera_late = _conv_stack((CAMERA_FEATURES, w))  # /8: scene tokens
             h, wd = config.camera_shape
-            num_tokens += (h // 16) * (wd // 16)
-            self.camera_position = nn.Parameter(torch.zeros(1, (h // 16) * (wd // 16), w))
+            num_tokens += (h // stride) * (wd // stride)
+            self.camera_position = nn.Parameter(torch.zeros(1, (h // stride) * (wd // stride), w))
         if config.use_lidar:
-            self.lidar_encoder = _conv_stack((config.lidar_channels, 16, 32, w))  # /8
+            self.lidar_fine = _conv_stack((config.lidar_channels, BEV_FEATURES))  # /2: sampled at the footprint
+            self.lidar_coarse = _conv_stack((BEV_FEATURES, 32, w))  # /8: scene tokens
             side = config.lidar_bins // 8
             self.lidar_pool = nn.AdaptiveAvgPool2d(max(1, side // 2))
             num_tokens += max(1, side // 2) ** 2
@@ -233,7 +265,12 @@ class RewardWorldModel(nn.Module):
         self.trajectory_encoder = nn.Sequential(
             nn.Linear(config.num_poses * pose_features, config.trunk_width), nn.GELU(), nn.Linear(config.trunk_width, w)
         )
-        pose_in = 2 * w + (w if config.use_lidar else 0)
+        self.footprint_encoder = nn.Linear(len(FOOTPRINT) * BEV_FEATURES, w) if config.use_lidar else None
+        self.projector = None
+        if config.use_camera and config.camera_calibration:
+            self.projector = StripProjector(config.camera_calibration, config.camera_shape)
+            self.ground_encoder = nn.Linear(len(FOOTPRINT) * (CAMERA_FEATURES + 1), w)
+        pose_in = 2 * w + (w if config.use_lidar else 0) + (w if self.projector is not None else 0)
         self.pose_mixer = nn.Sequential(nn.Linear(pose_in, w), nn.GELU())
         trunk_in = 2 * w + w + w  # pooled poses (mean, max), trajectory embedding, scene summary
         self.trunk = nn.Sequential(
@@ -252,15 +289,19 @@ class RewardWorldModel(nn.Module):
         `ego_status (S, T, 7)`, `command (S, 4)`), computed once and shared by all candidates of each scene."""
         cfg = self.config
         tokens: list[torch.Tensor] = []
-        bev = None
+        bev = camera_map = None
         if cfg.use_camera:
             image = observations["camera"].permute(0, 3, 1, 2).float() / 255.0 - 0.5
-            feat = self.camera_encoder(image)  # (S, w, H/16, W/16)
+            early = self.camera_early(self.camera_pool(image))
+            if self.projector is not None:
+                camera_map = early
+            feat = self.camera_late(early)  # (S, w, H/stride, W/stride)
             tokens.append(feat.flatten(2).transpose(1, 2) + self.camera_position)
         if cfg.use_lidar:
             lidar = torch.log1p(observations["lidar_bev"].float().clamp_min(0))
-            bev = self.lidar_encoder(lidar)  # (S, w, B/8, B/8)
-            tokens.append(self.lidar_pool(bev).flatten(2).transpose(1, 2) + self.lidar_position)
+            bev = self.lidar_fine(lidar)  # (S, C, B/2, B/2)
+            coarse = self.lidar_coarse(bev)  # (S, w, B/8, B/8)
+            tokens.append(self.lidar_pool(coarse).flatten(2).transpose(1, 2) + self.lidar_position)
         if cfg.use_ego_status:
             ego = torch.asinh(observations["ego_status"].float().flatten(1))
             tokens.append(self.ego_encoder(ego)[:, None])
@@ -270,7 +311,7 @@ class RewardWorldModel(nn.Module):
         keys, values = self.key_value(scene).chunk(2, dim=-1)
         heads = cfg.attention_heads
         split = lambda x: x.unflatten(-1, (heads, -1)).transpose(1, 2)  # (S, heads, N, w/heads)
-        return SceneContext(split(keys), split(values), self.scene_summary(scene.mean(1)), bev)
+        return SceneContext(split(keys), split(values), self.scene_summary(scene.mean(1)), bev, camera_map)
 
     # ------------------------------------------------------------------------------------ candidate side
 
@@ -299,11 +340,18 @@ class RewardWorldModel(nn.Module):
         attended = self.attention_out(attended.transpose(1, 2).reshape(s, k, p, cfg.width))
         parts = [poses, attended]
         if ctx.bev is not None:
+            points = footprint_points(trajectories.float())  # (S, K, P, F, 2)
             # BEV layout (irlvla_env.observations.lidar_bev): row 0 is x = +range (ahead), column 0 is y = +range
             # (left). grid_sample's first coordinate runs over columns, the second over rows, both from -1 to 1.
-            grid = (-trajectories[..., [1, 0]].float() / cfg.bev_range_m).reshape(s, k * p, 1, 2)
-            sampled = F.grid_sample(ctx.bev, grid, align_corners=False, padding_mode="border")  # (S, w, K*P, 1)
-            parts.append(sampled.squeeze(-1).transpose(1, 2).reshape(s, k, p, cfg.width))
+            grid = (-points[..., [1, 0]] / cfg.bev_range_m).reshape(s, -1, 1, 2)
+            sampled = F.grid_sample(ctx.bev, grid, align_corners=False, padding_mode="zeros")  # (S, C, K*P*F, 1)
+            sampled = sampled.squeeze(-1).transpose(1, 2).reshape(s, k, p, -1)
+            parts.append(self.footprint_encoder(sampled))
+        if ctx.camera_map is not None and self.projector is not None:
+            grid, visible = self.projector(footprint_points(trajectories.float()))  # (S, K, P, F, 2), (S, K, P, F)
+            seen = F.grid_sample(ctx.camera_map, grid.reshape(s, -1, 1, 2), align_corners=False, padding_mode="zeros")
+            seen = seen.squeeze(-1).transpose(1, 2).reshape(s, k, p, len(FOOTPRINT), -1)
+            parts.append(self.ground_encoder(torch.cat([seen, visible[..., None].float()], -1).flatten(-2)))
         mixed = self.pose_mixer(torch.cat(parts, dim=-1))
         whole = self.trajectory_encoder(features.flatten(-2))
         scene = ctx.pooled[:, None].expand(s, k, cfg.width)

@@ -63,7 +63,7 @@ class RWMTrainConfig:
     labels_dir: str | None = None
     vocabulary_path: str | None = None
     vocabulary_size: int = 256
-    epochs: int = 20
+    epochs: int = 30
     batch_scenes: int = 16
     candidates_per_step: int = 32
     lr: float = 2e-3
@@ -233,6 +233,7 @@ def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progre
         config.model,
         ec_available=config.loss.ec_available and data.ec_available,
         bev_range_m=ObservationConfig(**config.labelling.observation).lidar_bev_range,
+        camera_calibration=data.camera_calibration if config.model.use_camera else None,
         **observation_shapes(data.observations),
     )
     train, val = data.split(config.val_fraction, seed=config.seed)

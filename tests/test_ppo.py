@@ -104,7 +104,7 @@ class ToyVectorEnv(VectorEnv):
 def toy_model(agent: VLAAgent, bc_coef: float = 0.1, **kwargs) -> DiffusionPPO:
     k = agent.config.num_inference_steps
     env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False), chain_size(agent.config))
-    policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_denoising_steps=k,
+    policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_decisions=k + 1,
                          frozen_modules=("semantic", "bev"), min_sampling_std=0.05, min_logprob_std=0.05)
     settings = dict(n_steps=4, batch_size=8, n_epochs=2, learning_rate=1e-3, seed=0, device="cpu")
     settings.update(kwargs)
@@ -153,15 +153,16 @@ def test_chain_scores_match_diffusers_ddim_and_the_planner():
             assert torch.allclose(raw["mean"][:, step], ref_mean, atol=1e-5), f"mean of step {step} (t={t})"
             assert torch.allclose(raw["std"][:, step, :, None, None].expand_as(ref_std), ref_std.clamp(min=1e-8), atol=1e-5)
 
-        # Per-step log-probabilities are the planner's own Gaussians: all modes' first steps, then the executed
-        # mode's last step plus the log-probability of choosing that mode.
+        # Per-decision log-probabilities are the planner's own Gaussians: all modes' first steps, the executed
+        # mode's last step, then the log-probability of choosing that mode.
         per_mode = torch.stack([
             planner.step_log_prob(context, torch.cat([visited[:, :, j], final[:, None]], dim=1), min_std=0.05)
             for j in range(m)
         ], dim=1)  # (B, M, K): the last column is only meaningful for the executed mode
-        assert torch.allclose(score.log_prob[:, :-1], per_mode[:, :, :-1].sum(dim=1), atol=1e-3)
-        selection = score.params["selection"][rows, mode]
-        assert torch.allclose(score.log_prob[:, -1], per_mode[rows, mode, -1] + selection, atol=1e-3)
+        assert score.log_prob.shape == (len(mode), k + 1)
+        assert torch.allclose(score.log_prob[:, : k - 1], per_mode[:, :, :-1].sum(dim=1), atol=1e-3)
+        assert torch.allclose(score.log_prob[:, k - 1], per_mode[rows, mode, -1], atol=1e-3)
+        assert torch.allclose(score.log_prob[:, k], score.params["selection"][rows, mode])
         assert torch.allclose(score.params["selection"].exp().sum(-1), torch.ones(len(mode)))
 
         # The deterministic chain is the imitation policy's plan.
@@ -213,7 +214,7 @@ def test_first_update_starts_at_ratio_one_and_moves_only_the_planner():
     assert planner_moved
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("semantic.", "bev.")))
     assert all(torch.equal(v, policy.reference.state_dict()[k]) for k, v in reference_before.items())
-    assert model.rollout_buffer.log_probs.shape[-1] == agent.config.num_inference_steps
+    assert model.rollout_buffer.log_probs.shape[-1] == agent.config.num_inference_steps + 1
 
 
 def test_bc_regulariser_is_zero_at_the_reference_and_grows_away_from_it():

@@ -29,7 +29,7 @@ from reward_models.labelling import LabelledScenes
 from reward_models.model import RewardWorldModel, RWMConfig, RWMRewardModel
 from reward_models.train import RWMTrainConfig, predict_scenes, train_rwm
 
-TINY = dict(camera_shape=(16, 32), lidar_bins=16, width=16, trunk_width=32, head_width=16, attention_heads=2,
+TINY = dict(camera_shape=(16, 32), camera_downsample=1, lidar_bins=16, width=16, trunk_width=32, head_width=16, attention_heads=2,
             ensemble_size=2)
 
 
@@ -356,3 +356,36 @@ def test_evaluation_of_the_rule_based_labels_is_perfect():
     metrics, _ = evaluate_reward_model(Oracle(), data)
     assert metrics["pearson"] == pytest.approx(1.0) and metrics["gap_to_best"] == pytest.approx(0.0)
     assert metrics["auroc_DAC"] == pytest.approx(1.0) and metrics["accuracy_NC"] == pytest.approx(1.0)
+
+
+def test_command_line_has_train_rwm_and_eval_rwm():
+    from irlvla_env.cli import build_parser
+
+    parser = build_parser()
+    train = parser.parse_args(["train", "rwm", "--variant", "rwm-no-camera", "--epochs", "3", "--max-scenes", "10"])
+    assert train.variant == "rwm-no-camera" and train.epochs == 3 and train.max_scenes == 10
+    evaluate = parser.parse_args(["eval-rwm", "--reward-model", "rwm-irl-only"])
+    assert evaluate.split == "navtest" and evaluate.reward_model == "rwm-irl-only"
+    with pytest.raises(ValueError, match="unknown RWM variant"):
+        RWMTrainConfig.for_variant("rwm-nonsense")
+
+
+def forward_camera(columns=(0.0, 32.0)) -> dict:
+    """A pinhole looking along ego +x from 1.6 m up (OpenCV axes), 32x16 px, no crop."""
+    rotation = [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
+    return {"intrinsics": [[16.0, 0.0, 16.0], [0.0, 16.0, 8.0], [0.0, 0.0, 1.0]], "rotation": rotation,
+            "translation": [0.0, 0.0, 1.6], "crop": [0.0, 0.0, 32.0, 16.0], "columns": list(columns)}
+
+
+def test_ground_points_project_into_the_strip():
+    from reward_models.projection import StripProjector
+
+    projector = StripProjector([forward_camera()], strip_shape=(16, 32))
+    grid, visible = projector(torch.tensor([[20.0, 0.0], [20.0, 2.0], [-5.0, 0.0], [1.0, 0.0]]))
+    assert visible.tolist() == [True, True, False, False]  # behind, and too close under the lens
+    assert grid[0, 0] == pytest.approx(0.0, abs=1e-6) and grid[0, 1] > 0  # centre column, below the horizon
+    assert grid[1, 0] < grid[0, 0]  # a point to the left lands left
+    model = tiny_model(camera_calibration=[forward_camera()])
+    data = tiny_scenes(2)
+    out = RWMRewardModel(model).predict(*flat_batch(data))
+    assert np.isfinite(out.epdms).all()

@@ -227,3 +227,14 @@ def test_idm_step_is_shared_with_pdm_closed() -> None:
                                       np.array([10.0, 10.0]), 1.0, 1.5, 1.0, 2.0, 0.1, 4)  # fmt: skip
     assert np.allclose(progress, 0.5) and velocity[0] > 5.0 and np.isclose(velocity[1], 5.0 - 0.2)
     assert pdm_closed.idm_step is idm.idm_step
+
+
+def test_quad_rectangle_tests_match_shapely() -> None:
+    rng = np.random.default_rng(2)
+    quads = box_corners(rng.uniform(-8, 8, (300, 2)), rng.uniform(-np.pi, np.pi, 300), 4.5, 2.0)
+    s0, length, half_width = rng.uniform(-5, 5, 300), rng.uniform(0.5, 10, 300), rng.uniform(0.5, 1.5, 300)
+    rects = shapely.box(s0, -half_width, s0 + length, half_width)
+    assert np.array_equal(idm.quad_rect_overlap(quads, s0, s0 + length, half_width),
+                          shapely.intersects(shapely.polygons(quads), rects))  # fmt: skip
+    assert np.allclose(idm.quad_rect_distance(quads, s0, s0 + length, half_width),
+                       shapely.distance(shapely.polygons(quads), rects), atol=1e-9)  # fmt: skip

@@ -32,33 +32,34 @@ LIDAR_BEV_CHANNELS = 2  # the observation layer's histogram below / above the gr
 
 
 class ConvBackbone(nn.Module):
-    """Stride-2 residual stages (GroupNorm, so tiny batches and eval agree), ending in a `(d_model, h, w)` map."""
+    """A stride-2 stem, then stride-2 residual stages (GroupNorm, so tiny batches and eval agree); the output is a
+    `(d_model, H / 2^len(channels), W / 2^len(channels))` map. The stem has no residual block because full
+    resolution is where a CPU spends most of its time."""
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], d_model: int):
         super().__init__()
-        stages, previous = [], in_channels
-        for width in channels:
-            stages.append(_ResidualStage(previous, width))
-            previous = width
-        self.stages = nn.Sequential(*stages)
-        self.project = nn.Conv2d(previous, d_model, kernel_size=1)
+        layers: list[nn.Module] = [_down(in_channels, channels[0])]
+        layers += [_ResidualStage(previous, width) for previous, width in zip(channels, channels[1:])]
+        self.stages = nn.Sequential(*layers)
+        self.project = nn.Conv2d(channels[-1], d_model, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(self.stages(x))
 
 
+def _down(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
+        nn.GroupNorm(_groups(out_channels), out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
 class _ResidualStage(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.down = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
-            nn.GroupNorm(_groups(out_channels), out_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.down = _down(in_channels, out_channels)
         self.block = nn.Sequential(
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.GroupNorm(_groups(out_channels), out_channels),
-            nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
             nn.GroupNorm(_groups(out_channels), out_channels),
         )
@@ -85,8 +86,11 @@ class TransfuserAgent(AbstractAgent):
     :param image_tokens: `(rows, cols)` the camera map is pooled to before fusion.
     :param lidar_tokens: `(rows, cols)` the LiDAR map is pooled to before fusion (and where the BEV head starts).
     :param num_agent_queries: detection queries; targets are padded to this many vehicles.
-    :param bev_size: `(H, W)` of the BEV semantic target; `bev_resolution` its metres per pixel.
+    :param bev_size: `(H, W)` of the BEV semantic target; `bev_resolution` its metres per pixel. As in navsim, the
+        map covers the front half of the LiDAR grid (32 m ahead, 64 m wide), which the BEV head decodes.
     :param box_range: metres that `tanh` scales box centres to (the LiDAR half-range).
+    :param position_scale: metres per unit of the trajectory head's x, y outputs, so the head works at unit scale
+        and short CPU runs reach 40 m plans (navsim's head outputs metres directly).
     """
 
     NUM_BEV_CLASSES = 7  # background + road, walkways, centerlines, static objects, vehicles, pedestrians
@@ -105,6 +109,7 @@ class TransfuserAgent(AbstractAgent):
         bev_size: tuple[int, int] = (16, 32),
         bev_resolution: float = 2.0,
         box_range: float = 32.0,
+        position_scale: float = 10.0,
         loss_weights: dict[str, float] | None = None,
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -125,13 +130,14 @@ class TransfuserAgent(AbstractAgent):
             "bev_size": list(bev_size),
             "bev_resolution": bev_resolution,
             "box_range": box_range,
+            "position_scale": position_scale,
             "loss_weights": dict(loss_weights or {"trajectory": 10.0, "agent_class": 10.0, "agent_box": 1.0, "bev": 10.0}),
             "lr": lr,
             "weight_decay": weight_decay,
             "num_poses": num_poses,
         }
         self.image_tokens, self.lidar_tokens = tuple(image_tokens), tuple(lidar_tokens)
-        self.bev_size, self.box_range = tuple(bev_size), box_range
+        self.bev_size, self.box_range, self.position_scale = tuple(bev_size), box_range, position_scale
 
         self.image_backbone = ConvBackbone(3, tuple(channels), d_model)
         self.lidar_backbone = ConvBackbone(LIDAR_BEV_CHANNELS, tuple(channels), d_model)
@@ -190,7 +196,7 @@ class TransfuserAgent(AbstractAgent):
 
         decoded = self.decoder(self.queries.expand(batch, -1, -1), memory)
         trajectory = self.trajectory_head(decoded[:, 0]).reshape(batch, -1, 3)
-        trajectory = torch.cat([trajectory[..., :2], torch.tanh(trajectory[..., 2:]) * math.pi], dim=-1)
+        trajectory = torch.cat([trajectory[..., :2] * self.position_scale, torch.tanh(trajectory[..., 2:]) * math.pi], dim=-1)
         boxes = self.agent_box_head(decoded[:, 1:])
         agent_states = torch.cat(
             [torch.tanh(boxes[..., :2]) * self.box_range, torch.tanh(boxes[..., 2:3]) * math.pi, F.softplus(boxes[..., 3:])],
@@ -200,7 +206,8 @@ class TransfuserAgent(AbstractAgent):
         rows, cols = self.lidar_tokens
         start = self.image_tokens[0] * self.image_tokens[1]
         fused_lidar = memory[:, start : start + rows * cols].transpose(1, 2).reshape(batch, -1, rows, cols)
-        bev_features = F.interpolate(lidar + fused_lidar, size=self.bev_size, mode="bilinear", align_corners=False)
+        front = (lidar + fused_lidar)[:, :, : max(1, rows // 2)]  # row 0 is the LiDAR grid's front edge
+        bev_features = F.interpolate(front, size=self.bev_size, mode="bilinear", align_corners=False)
         return {
             "trajectory": trajectory,
             "agent_states": agent_states,

@@ -22,8 +22,9 @@ from agents.ppo.policy import DiffusionPlannerPolicy
 class DiffusionPPO(PPO):
     """PPO over the two-level MDP of DPPO: each env step expands into K Gaussian denoising steps.
 
-    The environment advantage of a step is broadcast to its K denoising steps and scaled by
-    `denoising_gamma^(K-k-1)`; each (env step, denoising step) pair gets its own clipped ratio.
+    The environment advantage of a step is broadcast to the core's decisions (K denoising steps, then any mode
+    choice) and weighted by `core.decision_weights(denoising_gamma)` (`gamma^(K-k-1)` for step k); each
+    (env step, decision) pair gets its own clipped ratio.
 
     :param denoising_gamma: discount over denoising steps (1 = all steps equal).
     :param bc_coef: weight of the KL to the frozen imitation policy.
@@ -34,12 +35,12 @@ class DiffusionPPO(PPO):
         self.bc_coef = float(bc_coef)
         self.minibatch_stats: dict[str, list[float]] = {}  # per-minibatch figures of the last `train()`
         policy_kwargs = kwargs.get("policy_kwargs") or {}
-        core_steps = policy_kwargs.pop("num_denoising_steps", None)
-        if core_steps is None:
-            raise ValueError("DiffusionPPO needs policy_kwargs['num_denoising_steps'] (K) to size its rollout buffer")
+        decisions = policy_kwargs.pop("num_decisions", None)
+        if decisions is None:
+            raise ValueError("DiffusionPPO needs policy_kwargs['num_decisions'] (the core's) to size its rollout buffer")
         kwargs["policy_kwargs"] = policy_kwargs
         kwargs.setdefault("rollout_buffer_class", DenoisingRolloutBuffer)
-        kwargs.setdefault("rollout_buffer_kwargs", {"num_denoising_steps": int(core_steps)})
+        kwargs.setdefault("rollout_buffer_kwargs", {"num_decisions": int(decisions)})
         super().__init__(policy, env, **kwargs)
 
     def train(self) -> None:
@@ -49,10 +50,7 @@ class DiffusionPPO(PPO):
         policy.optimizer.param_groups[0]["lr"] = actor_lr  # group 1 is the value head, at its own rate
         self.logger.record("train/learning_rate", actor_lr)
         clip_range = float(self.clip_range(self._current_progress_remaining))  # type: ignore[operator]
-        k = policy.num_steps
-        step_weight = torch.tensor(
-            [self.denoising_gamma ** (k - i - 1) for i in range(k)], dtype=torch.float32, device=self.device
-        )
+        step_weight = policy.core.decision_weights(self.denoising_gamma).to(self.device, torch.float32)
         pg_losses, value_losses, bc_losses, clip_fractions, kls = [], [], [], [], []
         continue_training = True
         for epoch in range(self.n_epochs):
@@ -63,7 +61,7 @@ class DiffusionPPO(PPO):
                 advantages = data.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                log_ratio = log_prob - data.old_log_prob  # (B, K)
+                log_ratio = log_prob - data.old_log_prob  # (B, decisions)
                 ratio = torch.exp(log_ratio)
                 adv = advantages[:, None] * step_weight[None, :]
                 surrogate = torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - clip_range, 1 + clip_range))

@@ -1,4 +1,4 @@
-"""A rollout buffer that keeps one log-probability per denoising step (DPPO), not one per environment step."""
+"""A rollout buffer that keeps one log-probability per sampling decision (DPPO), not one per environment step."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from stable_baselines3.common.type_aliases import DictRolloutBufferSamples
 
 
 class DenoisingRolloutBuffer(DictRolloutBuffer):
-    """`DictRolloutBuffer` whose `log_probs` are `(buffer, n_envs, K)`: the inner denoising MDP's K Gaussian steps.
+    """`DictRolloutBuffer` whose `log_probs` are `(buffer, n_envs, D)`: one per decision of the inner MDP.
 
     SB3's PPO forms one ratio per environment step; DPPO forms one per (environment step, denoising step), so the
-    old log-probabilities must survive per step. Everything else (GAE over environment steps) is unchanged.
+    old log-probabilities must survive per decision. Everything else (GAE over environment steps) is unchanged.
 
-    :param num_denoising_steps: K, the number of fine-tuned denoising steps per action.
+    :param num_decisions: D, the core's `num_decisions` (its K denoising steps and any discrete choice).
     """
 
     def __init__(
@@ -26,17 +26,17 @@ class DenoisingRolloutBuffer(DictRolloutBuffer):
         gae_lambda: float = 1,
         gamma: float = 0.99,
         n_envs: int = 1,
-        num_denoising_steps: int = 2,
+        num_decisions: int = 2,
     ) -> None:
-        self.num_denoising_steps = int(num_denoising_steps)
+        self.num_decisions = int(num_decisions)
         super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
 
     def reset(self) -> None:
         super().reset()
-        self.log_probs = np.zeros((self.buffer_size, self.n_envs, self.num_denoising_steps), dtype=np.float32)
+        self.log_probs = np.zeros((self.buffer_size, self.n_envs, self.num_decisions), dtype=np.float32)
 
     def add(self, obs, action, reward, episode_start, value, log_prob) -> None:  # type: ignore[override]
-        log_prob = log_prob.reshape(self.n_envs, self.num_denoising_steps)
+        log_prob = log_prob.reshape(self.n_envs, self.num_decisions)
         # The parent writes `log_prob` into `self.log_probs[pos]`, which now has the per-step shape.
         super().add(obs, action, reward, episode_start, value, log_prob)
 

@@ -4,7 +4,9 @@ A *chain* is everything the planner sampled to produce one trajectory, flattened
 samples `x_K, …, x_0` of the inner denoising MDP (and, for a multi-mode planner, which mode was executed). Every
 sampling decision in it has a closed-form probability under the current weights — a Gaussian per denoising step,
 a categorical for a mode choice — so PPO can re-score a stored chain after each update (DPPO). `score` returns
-one log-probability per denoising step, because DPPO forms one ratio per (environment step, denoising step).
+one log-probability per *decision* (each denoising step, then the mode choice), because DPPO forms one clipped
+ratio per (environment step, denoising step); a categorical choice gets its own ratio so that a 24-dimensional
+Gaussian step does not swamp it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 class ChainScore(NamedTuple):
     """A stored chain re-scored under some weights.
 
-    :param log_prob: `(B, K)` log-probability of each denoising step's sampling decisions.
+    :param log_prob: `(B, num_decisions)` log-probability of each sampling decision.
     :param params: the distribution parameters behind it, for `DiffusionCore.kl` (core-specific keys).
     """
 
@@ -29,6 +31,7 @@ class DiffusionCore(Protocol):
     """A diffusion planner seen as a stochastic policy over denoising chains (an `nn.Module` in practice)."""
 
     num_steps: int  # K, the denoising steps of the inner MDP
+    num_decisions: int  # columns of `ChainScore.log_prob`
     chain_size: int  # width of a flattened chain
     context_dim: int  # width of `pooled(context)`, the value head's input
 
@@ -42,7 +45,10 @@ class DiffusionCore(Protocol):
         """A chain `(B, chain_size)`; deterministic follows the means and the most confident mode."""
 
     def score(self, context: Any, chain: torch.Tensor, min_std: float) -> ChainScore:
-        """Per-step log-probabilities of a stored chain under the current weights, stds floored at `min_std`."""
+        """Per-decision log-probabilities of a stored chain under the current weights, stds floored at `min_std`."""
+
+    def decision_weights(self, denoising_gamma: float) -> torch.Tensor:
+        """`(num_decisions,)` advantage weights: DPPO's denoising discount, early noisy steps counting less."""
 
     def kl(self, score: ChainScore, reference: ChainScore) -> torch.Tensor:
         """`(B,)` KL between the current and the reference policy, summed over the chain's visited states."""

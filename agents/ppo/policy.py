@@ -112,12 +112,12 @@ class DiffusionPlannerPolicy(BasePolicy):
         return self.value_net(self.core.pooled(self.core.encode(obs)).detach())
 
     def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
-        """Values `(B, 1)`, per-step log-probabilities `(B, K)`, and no entropy (PPO then uses -log_prob)."""
+        """Values `(B, 1)`, per-decision log-probabilities `(B, D)`, and no entropy (PPO then uses -log_prob)."""
         values, log_prob, _ = self.evaluate_chains(obs, actions, with_reference=False)
         return values, log_prob, None
 
     def evaluate_chains(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, with_reference: bool = True):
-        """Values, per-step log-probabilities `(B, K)`, and the per-sample KL `(B,)` to the frozen imitation policy.
+        """Values, per-decision log-probabilities `(B, D)`, and the per-sample KL `(B,)` to the frozen imitation policy.
 
         The KL is evaluated exactly on the visited chain states (a behaviour-cloning regulariser);
         `with_reference=False` skips it and reports zeros.

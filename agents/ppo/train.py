@@ -41,7 +41,7 @@ from agents.ppo.audit import AuditRecord, RewardHackingAudit
 from agents.ppo.chain_env import ChainActionVecEnv
 from agents.ppo.config import RLConfig
 from agents.ppo.policy import DiffusionPlannerPolicy
-from agents.ppo.vla_core import VLACore, chain_size
+from agents.ppo.vla_core import VLACore, chain_size, num_decisions
 from agents.registry import make_agent
 from irlvla_env import paths
 from irlvla_env.envs.scene_pool import ScenePool
@@ -75,7 +75,7 @@ def build_model(config: RLConfig, agent: Any, env: ChainActionVecEnv) -> Diffusi
     cache = 4 * config.num_envs * (config.n_steps + 1) + 2 * config.audit_scenes
     policy_kwargs = dict(
         core_factory=lambda: VLACore.from_agent(agent, num_steps, cache_capacity=cache),
-        num_denoising_steps=num_steps,
+        num_decisions=num_decisions(agent.config, num_steps),
         min_sampling_std=config.min_sampling_std,
         min_logprob_std=config.min_logprob_std,
         frozen_modules=config.frozen_modules,

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.vla.config import VLAConfig
 from agents.ppo.core import ChainScore
+from agents.vla.config import VLAConfig
 from agents.vla.planner import DiffusionPlanner, PlannerContext, gaussian_log_prob
 from agents.vla.semantic import PromptTokenizer, driving_prompt
 
@@ -37,6 +37,11 @@ from agents.vla.semantic import PromptTokenizer, driving_prompt
 SCENE_MODULES = ("semantic", "bev")
 MODULE_NAMES = (*SCENE_MODULES, "planner")
 OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command")
+
+
+def num_decisions(config: VLAConfig, num_steps: int | None = None) -> int:
+    """K Gaussian denoising steps, then the mode choice."""
+    return int(num_steps or config.num_inference_steps) + 1
 
 
 def chain_size(config: VLAConfig, num_steps: int | None = None) -> int:
@@ -136,6 +141,7 @@ class VLACore(nn.Module):
         self.context_dim = 2 * config.d_model
         self._visited_size = self.num_steps * config.num_anchors * config.num_poses * 3
         self.chain_size = chain_size(config, self.num_steps)
+        self.num_decisions = num_decisions(config, self.num_steps)
         self.frozen: set[str] = set()
         self.cache = SceneTokenCache(cache_capacity)
 
@@ -260,8 +266,8 @@ class VLACore(nn.Module):
     def score(self, context: PlannerContext, chain: torch.Tensor, min_std: float) -> ChainScore:
         """Every denoising step of every mode in one decoder call (modes and steps are independent queries).
 
-        Step k < K-1 scores the next samples of all M modes (the mode choice depends on all of them); the last
-        step scores the executed mode's `x_0` plus the mode choice, log softmax of the confidences at `x_1`.
+        Columns: step k < K-1 scores the next samples of all M modes (the mode choice depends on all of them);
+        step K-1 the executed mode's `x_0`; the last column the mode choice, log softmax of the confidences at `x_1`.
         """
         visited, final, mode = self._split(chain)
         batch, k, m = visited.shape[:3]
@@ -275,9 +281,14 @@ class VLACore(nn.Module):
         rows = torch.arange(batch, device=chain.device)
         inner = gaussian_log_prob(visited[:, 1:], mean[:, :-1], std[:, :-1]).sum(dim=-1)  # (B, K-1)
         selection = logits.view(batch, k, m)[:, -1].log_softmax(dim=-1)  # (B, M)
-        last = gaussian_log_prob(final, mean[rows, -1, mode], std[rows, -1, mode]) + selection[rows, mode]
-        log_prob = torch.cat([inner, last[:, None]], dim=1)
+        last = gaussian_log_prob(final, mean[rows, -1, mode], std[rows, -1, mode])
+        log_prob = torch.cat([inner, last[:, None], selection[rows, mode][:, None]], dim=1)
         return ChainScore(log_prob, {"mean": mean, "std": std, "selection": selection, "mode": mode})
+
+    def decision_weights(self, denoising_gamma: float) -> torch.Tensor:
+        """`gamma^(K-1), …, gamma, 1` for the denoising steps, then 1 for the mode choice."""
+        k = self.num_steps
+        return torch.tensor([denoising_gamma ** (k - i - 1) for i in range(k)] + [1.0])
 
     def kl(self, score: ChainScore, reference: ChainScore) -> torch.Tensor:
         """Gaussian KLs at the visited states (equal stds: `|Δmean|² / 2σ²`) plus KL of the mode choice."""

@@ -86,16 +86,23 @@ class FeatureCache:
 
 
 class CachedDataset(Dataset):
-    """`(features, targets)` of cached tokens; the default collate stacks them into a batch."""
+    """`(features, targets)` of cached tokens; the default collate stacks them into a batch.
 
-    def __init__(self, cache: FeatureCache, tokens: Sequence[str]):
+    `in_memory` reads every sample once up front: worth it when the cache fits in RAM (the synthetic data on a
+    CPU), where re-opening small files each epoch would cost more than the model's own step.
+    """
+
+    def __init__(self, cache: FeatureCache, tokens: Sequence[str], in_memory: bool = False):
         self.cache = cache
         self.tokens = list(tokens)
+        self.samples = [cache.load(token) for token in self.tokens] if in_memory else None
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def __getitem__(self, index: int) -> Sample:
+        if self.samples is not None:
+            return self.samples[index]
         return self.cache.load(self.tokens[index])
 
 

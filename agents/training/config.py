@@ -48,7 +48,7 @@ class ILConfig:
     epochs: int = 20
     """passes over the training split"""
     batch_size: int = 32
-    lr: float | None = None
+    lr: float | None = 1e-3
     """peak learning rate of the optimizer's first parameter group, the others keep their ratio to it
     (None: the agent's own from `get_optimizers`)"""
     warmup_steps: int = 50
@@ -61,8 +61,10 @@ class ILConfig:
     """mixed precision: auto = bf16 on GPUs that support it, fp16 on other GPUs, none on CPU"""
     num_workers: int = 0
     """DataLoader workers (also used to build the cache in parallel)"""
-    num_threads: int | None = 2
-    """torch CPU threads (None: torch's default)"""
+    in_memory: bool = True
+    """hold the cached samples in RAM (off for real NAVSIM, whose camera features do not fit)"""
+    num_threads: int | None = None
+    """torch CPU threads (None: torch's default, one per core; use 1 on a machine other jobs share)"""
     seed: int = 0
 
     val_every: int = 1
@@ -102,7 +104,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 2e-4,
         "warmup_steps": 1000,
         "num_workers": 8,
-        "num_threads": None,
+        "in_memory": False,
         "log_every": 50,
         "keep_checkpoints": 3,
     },
@@ -150,6 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"])
     parser.add_argument("--num-workers", type=int)
+    parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: one per core)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--data-root", help="dataset root (default $OPENSCENE_DATA_ROOT or the synthetic data)")
     parser.add_argument("--maps-root", help="map root (default $NUPLAN_MAPS_ROOT or <data-root>/maps)")
@@ -163,7 +166,7 @@ def config_from_args(args: argparse.Namespace) -> ILConfig:
         name: getattr(args, name)
         for name in (
             "agent", "agent_kwargs", "train_split", "val_split", "max_train_scenes", "max_val_scenes", "epochs",
-            "batch_size", "lr", "precision", "num_workers", "seed", "data_root", "maps_root", "run_dir", "cache_dir",
+            "batch_size", "lr", "precision", "num_workers", "num_threads", "seed", "data_root", "maps_root", "run_dir", "cache_dir",
         )
         if getattr(args, name) is not None
     }

@@ -260,14 +260,18 @@ def train(config: ILConfig) -> dict[str, Any]:
         runtime.accelerator.wait_for_everyone()
     generator = torch.Generator().manual_seed(config.seed)
     train_data = DataLoader(
-        CachedDataset(cache, tokens[config.train_split]),
+        CachedDataset(cache, tokens[config.train_split], config.in_memory),
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=len(tokens[config.train_split]) > config.batch_size,
         num_workers=config.num_workers,
         generator=generator,
     )
-    val_data = DataLoader(CachedDataset(cache, tokens[config.val_split]), batch_size=config.batch_size, num_workers=config.num_workers)
+    val_data = DataLoader(
+        CachedDataset(cache, tokens[config.val_split], config.in_memory),
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+    )
 
     # ---- optimisation: the agent's optimizer, our warm-up + cosine schedule
     agent.to(runtime.device).train()

@@ -56,7 +56,7 @@ NUM_STEPS = 41  # rollout states 0 … 4 s
 NUPLAN_IDM_EXPONENT = 4  # nuPlan `IDMPolicy.idm_model`
 RAIL_SAMPLE_SPACING = 0.5  # [m] samples for the Frenet projection
 RAIL_EXTENSION = 50.0  # [m] straight extension beyond each path end for the projection
-SWEEP_MARGIN = 1.0  # [m] slack of the static "could ever meet" test
+SWEEP_MARGIN = 0.3  # [m] slack of the static "could ever meet" test (covers the quad chord error)
 
 
 def idm_step(
@@ -277,28 +277,36 @@ def build_idm_agents(
 
 
 # ---------------------------------------------------------------------------------------- polygon algebra
-def _edges_normals(quads: np.ndarray) -> np.ndarray:
-    edges = np.roll(quads, -1, axis=-2) - quads
+_NEXT = [1, 2, 3, 0]
+
+
+def _normals(quads: np.ndarray) -> np.ndarray:
+    """`(..., 4, 2)` edge normals (unnormalised) of quads `(..., 4, 2)`."""
+    edges = quads[..., _NEXT, :] - quads
     return np.stack([-edges[..., 1], edges[..., 0]], axis=-1)
+
+
+def _project(points: np.ndarray, axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max `(..., A)` of the points `(..., P, 2)` projected on each axis `(..., A, 2)`."""
+    proj = points[..., None, :, 0] * axes[..., :, None, 0] + points[..., None, :, 1] * axes[..., :, None, 1]
+    return proj.min(-1), proj.max(-1)
 
 
 def quads_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bool `(...)`: convex quads `a`, `b` `(..., 4, 2)` intersect (touching counts), by separating axes."""
     a, b = np.broadcast_arrays(a, b)
-    axes = np.concatenate([_edges_normals(a), _edges_normals(b)], axis=-2)  # (..., 8, 2)
-    proj_a = np.einsum("...vk,...ak->...av", a, axes)
-    proj_b = np.einsum("...vk,...ak->...av", b, axes)
-    separated = (proj_a.max(-1) < proj_b.min(-1)) | (proj_b.max(-1) < proj_a.min(-1))
-    return ~separated.any(-1)
+    axes = np.concatenate([_normals(a), _normals(b)], axis=-2)  # (..., 8, 2)
+    (a_min, a_max), (b_min, b_max) = _project(a, axes), _project(b, axes)
+    return ~((a_max < b_min) | (b_max < a_min)).any(-1)
 
 
 def _points_to_edges(points: np.ndarray, quads: np.ndarray) -> np.ndarray:
     """`(...)` smallest distance from the points `(..., P, 2)` to the edges of the quads `(..., 4, 2)`."""
     start = quads[..., None, :, :]
-    edge = np.roll(quads, -1, axis=-2)[..., None, :, :] - start
+    edge = quads[..., _NEXT, :][..., None, :, :] - start
     rel = points[..., :, None, :] - start
     t = np.clip(np.sum(rel * edge, -1) / np.maximum(np.sum(edge * edge, -1), 1e-12), 0.0, 1.0)
-    return np.linalg.norm(rel - t[..., None] * edge, axis=-1).min(axis=(-1, -2))
+    return np.sqrt(np.sum((rel - t[..., None] * edge) ** 2, -1)).min(axis=(-1, -2))
 
 
 def quads_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -306,6 +314,26 @@ def quads_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.broadcast_arrays(a, b)
     gap = np.minimum(_points_to_edges(a, b), _points_to_edges(b, a))
     return np.where(quads_overlap(a, b), 0.0, gap)
+
+
+def quad_rect_overlap(quads: np.ndarray, s0: np.ndarray, s1: np.ndarray, half_width: np.ndarray) -> np.ndarray:
+    """Bool `(...)`: quads `(..., 4, 2)` meet the axis-aligned rectangles `[s0, s1] × [−r, r]` (all `(...)`)."""
+    s, d = quads[..., 0], quads[..., 1]
+    apart = (s.max(-1) < s0) | (s.min(-1) > s1) | (d.max(-1) < -half_width) | (d.min(-1) > half_width)
+    rect = _rects(s0, s1, half_width)
+    axes = _normals(quads)
+    (q_min, q_max), (r_min, r_max) = _project(quads, axes), _project(rect, axes)
+    return ~(apart | ((q_max < r_min) | (r_max < q_min)).any(-1))
+
+
+def quad_rect_distance(quads: np.ndarray, s0: np.ndarray, s1: np.ndarray, half_width: np.ndarray) -> np.ndarray:
+    """`(...)` distance between quads `(..., 4, 2)` and axis-aligned rectangles `[s0, s1] × [−r, r]`."""
+    s, d = quads[..., 0], quads[..., 1]
+    ds = np.maximum.reduce([s0[..., None] - s, np.zeros_like(s), s - s1[..., None]])
+    dd = np.maximum(np.abs(d) - half_width[..., None], 0.0)
+    vertex_gap = np.sqrt(ds**2 + dd**2).min(-1)
+    corner_gap = _points_to_edges(_rects(s0, s1, half_width), quads)
+    return np.where(quad_rect_overlap(quads, s0, s1, half_width), 0.0, np.minimum(vertex_gap, corner_gap))
 
 
 def _rects(s0: np.ndarray, s1: np.ndarray, half_width: np.ndarray | float) -> np.ndarray:
@@ -347,6 +375,8 @@ class RailTable:
     def poses(self, s: np.ndarray, rail: np.ndarray) -> np.ndarray:
         """`(..., 3)` poses at arc lengths `s` clamped to each rail (`rail` broadcasts against `s`)."""
         s, rail = np.broadcast_arrays(np.asarray(s, dtype=np.float64), rail)
+        if s.size == 0:
+            return np.zeros(s.shape + (3,))
         q = self.offsets[rail] + np.clip(s, 0.0, self.lengths[rail])
         out = np.stack([np.interp(q, self._knots, self._values[:, c]) for c in range(3)], axis=-1)
         out[..., 2] = normalize_angle(out[..., 2])
@@ -403,14 +433,34 @@ def _candidates(
     return [np.nonzero(row)[0] for row in meets], frozen_pairs
 
 
-def _update_levels(candidates: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+@dataclass
+class _Level:
+    """Agents updated together and their candidate obstacles.
+
+    :ivar members: `(A,)` agent rows.
+    :ivar candidates: `(A, C)` obstacle rows in occupancy order (agents by build order, then `N` = the ego),
+        padded with -1.
+    :ivar same_rail: `(A, C)` the candidate is an agent on the member's own rail (exact 1-D test).
+    :ivar planar: `(A, P)` columns of `candidates` needing the 2-D test (other rails, the ego); rows are
+        padded by repeating their first column (so scattered results agree), empty rows hold 0.
+    :ivar has_planar: `(A,)` rows with at least one such column.
+    """
+
+    members: np.ndarray
+    candidates: np.ndarray
+    same_rail: np.ndarray
+    planar: np.ndarray
+    has_planar: np.ndarray
+
+
+def _update_levels(candidates: list[np.ndarray], rail_of: np.ndarray) -> list[_Level]:
     """Batches that reproduce nuPlan's one-by-one update order exactly: an agent reads the new state of the
     candidates before it in build order, so it goes one level after the latest of them; agents of one level
-    never read each other. Per level: its agents `(A,)` and their candidates `(A, C)` padded with -1."""
+    never read each other."""
     n = len(candidates)
     level = np.zeros(n, dtype=int)
     for i, cands in enumerate(candidates):
-        earlier = cands[cands < i]
+        earlier = cands[(cands < i)]
         level[i] = 1 + level[earlier].max() if len(earlier) else 0
     out = []
     for value in range(level.max() + 1 if n else 0):
@@ -419,7 +469,16 @@ def _update_levels(candidates: list[np.ndarray]) -> list[tuple[np.ndarray, np.nd
         padded = np.full((len(members), width), -1, dtype=int)
         for row, i in enumerate(members):
             padded[row, : len(candidates[i])] = candidates[i]
-        out.append((members, padded))
+        is_agent = (padded >= 0) & (padded < n)
+        same = is_agent & (rail_of[np.clip(padded, 0, n - 1)] == rail_of[members][:, None])
+        planar_cols = [np.nonzero((padded[row] >= 0) & ~same[row])[0] for row in range(len(members))]
+        planar = np.zeros((len(members), max((len(c) for c in planar_cols), default=0)), dtype=int)
+        for row, cols in enumerate(planar_cols):
+            if len(cols):
+                planar[row] = cols[0]
+                planar[row, : len(cols)] = cols
+        has_planar = np.array([len(cols) > 0 for cols in planar_cols], dtype=bool)
+        out.append(_Level(members, padded, same, planar, has_planar))
     return out
 
 
@@ -446,7 +505,7 @@ class _Stepper:
         self.path_lengths = self.table.lengths[self.rail_of]
         self.last_segments = np.array([rail.last_segment for rail in agents.rails])
         candidates, self.frozen_pairs = _candidates(agents, ego_rollouts, params)
-        self.levels = _update_levels(candidates)
+        self.levels = _update_levels(candidates, self.rail_of)
         self.progress = np.broadcast_to(agents.progress0, (k, n)).copy()
         self.speed = np.broadcast_to(agents.speed0, (k, n)).copy()
         self.extension = np.zeros((k, n))  # projected-footprint reach; 0 (the snapped box) until first updated
@@ -478,8 +537,8 @@ class _Stepper:
         )
         ego_quad = box_corners(ego[:, :2], ego[:, V.HEADING], V.LENGTH, V.WIDTH)  # [Q] centred on the rear axle
         ego_speed = np.hypot(ego[:, V.VELOCITY_X], ego[:, V.VELOCITY_Y])
-        for members, candidates in self.levels:
-            self.advance(members, self.lead(members, candidates, ego_quad, ego[:, V.HEADING], ego_speed))
+        for level in self.levels:
+            self.advance(level.members, self.lead(level, ego_quad, ego[:, V.HEADING], ego_speed))
         self.poses = self.table.poses(self.progress, self.rail_of)
 
     def advance(self, index: np.ndarray, lead: np.ndarray) -> None:
@@ -504,22 +563,19 @@ class _Stepper:
         hi = np.maximum(np.clip(progress + half + extension, 0.0, end), bounded + half)
         return lo, hi
 
-    def lead(self, members: np.ndarray, candidates: np.ndarray, ego_quad: np.ndarray, ego_heading: np.ndarray,
-             ego_speed: np.ndarray) -> np.ndarray:  # fmt: skip
-        """`(K, A, 3)` leaders (gap, projected speed, rear length) of agents `members` `(A,)`: the occupancy entry
-        in each one's corridor nearest to its own projected footprint, else the end of its path."""
-        agents, n = self.agents, self.agents.num_agents
+    def lead(self, level: _Level, ego_quad: np.ndarray, ego_heading: np.ndarray, ego_speed: np.ndarray) -> np.ndarray:
+        """`(K, A, 3)` leaders (gap, projected speed, rear length) of the level's agents: the occupancy entry in
+        each one's corridor nearest to its own projected footprint, else the end of its path."""
+        agents, n, members, candidates = self.agents, self.agents.num_agents, level.members, level.candidates
         s_i = self.old_progress[:, members]
         length_i, to_go = self.path_lengths[members], self.path_lengths[members] - s_i
         free = np.stack(np.broadcast_arrays(to_go, 0.0, agents.lengths[members] / 2.0), axis=-1)
         if candidates.shape[1] == 0:
             return free
-        k = s_i.shape[0]
+        k, a = s_i.shape
         bounded = np.clip(s_i, 0.0, length_i)
         corridor_start = np.where(bounded < length_i, bounded, length_i - self.last_segments[members])
-        half_width = agents.widths[members] / 2.0
-        corridor = _rects(corridor_start, length_i, half_width)  # (K, A, 4, 2) in each agent's rail frame
-        own = _rects(*self.span(s_i, self.old_extension[:, members], members), half_width)
+        own_lo, own_hi = self.span(s_i, self.old_extension[:, members], members)
         heading_i = self.poses[:, members, 2][..., None]
 
         is_ego, padding = candidates == n, candidates < 0
@@ -528,25 +584,47 @@ class _Stepper:
         s_c = np.where(updated, self.progress[:, other], self.old_progress[:, other])  # (K, A, C)
         v_c = np.where(updated, self.speed[:, other], self.old_speed[:, other])
         lo, hi = self.span(s_c, np.where(updated, self.extension[:, other], self.old_extension[:, other]), other)
+        heading_c = np.where(is_ego, ego_heading[:, None, None], self.table.poses(s_c, self.rail_of[other])[..., 2])
+        speed_c = np.where(is_ego, ego_speed[:, None, None], v_c) * np.cos(normalize_angle(heading_c - heading_i))
+
+        # same rail: both are bands of the same path, so overlap and distance are interval arithmetic
+        hit = (hi >= corridor_start[..., None]) & (lo <= length_i[:, None])
+        gap = np.maximum.reduce([np.zeros_like(lo), lo - own_hi[..., None], own_lo[..., None] - hi])
+        if level.planar.shape[1]:
+            rows, cols, keep = np.arange(a)[:, None], level.planar, level.has_planar[:, None]
+            planar_hit, planar_gap = self._planar(
+                level, cols, lo[:, rows, cols], hi[:, rows, cols], corridor_start, own_lo, own_hi, ego_quad
+            )
+            hit[:, rows, cols] = np.where(keep, planar_hit, hit[:, rows, cols])
+            gap[:, rows, cols] = np.where(keep, planar_gap, gap[:, rows, cols])
+        hit &= ~padding & (is_ego | self.active[:, other])
+        nearest = np.argmin(np.where(hit, gap, np.inf), axis=-1)[..., None]
+        chosen = np.stack([np.take_along_axis(gap, nearest, -1)[..., 0],
+                           np.take_along_axis(speed_c, nearest, -1)[..., 0], np.zeros((k, a))], -1)  # fmt: skip
+        return np.where(hit.any(axis=-1)[..., None], chosen, free)
+
+    def _planar(
+        self, level: _Level, cols: np.ndarray, lo: np.ndarray, hi: np.ndarray, corridor_start: np.ndarray,
+        own_lo: np.ndarray, own_hi: np.ndarray, ego_quad: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Overlap with the corridor and distance to the own footprint `(K, A, P)` of the candidates in columns
+        `cols` `(A, P)` that are the ego or agents on other rails, in each member's rail frame: their footprints
+        (spans `lo`, `hi` along their own rails) as two quads, the ego box as one."""
+        agents, n, members = self.agents, self.agents.num_agents, level.members
+        candidates = np.take_along_axis(level.candidates, cols, axis=1)
+        other = np.clip(candidates, 0, n - 1)
         stations = self.table.frames(np.stack([lo, (lo + hi) / 2.0, hi], axis=-1), self.rail_of[other][..., None])
         normal = np.stack([-np.sin(stations[..., 2]), np.cos(stations[..., 2])], axis=-1)
         offset = (agents.widths[other] / 2.0)[..., None, None] * normal
-        left, right = stations[..., :2] + offset, stations[..., :2] - offset  # (K, A, C, 3, 2)
+        left, right = stations[..., :2] + offset, stations[..., :2] - offset  # (K, A, P, 3, 2)
         quads = np.stack([np.stack([right[..., a, :], right[..., a + 1, :], left[..., a + 1, :], left[..., a, :]], -2)
-                          for a in (0, 1)], axis=-3)  # (K, A, C, 2, 4, 2)  # fmt: skip
-        quads = np.where(is_ego[..., None, None, None], ego_quad[:, None, None, None], quads)
-        heading_c = np.where(is_ego, ego_heading[:, None, None], self.table.poses(s_c, self.rail_of[other])[..., 2])
-        speed_c = np.where(is_ego, ego_speed[:, None, None], v_c) * np.cos(normalize_angle(heading_c - heading_i))
-        valid = ~padding & (is_ego | self.active[:, other])
-
+                          for a in (0, 1)], axis=-3)  # (K, A, P, 2, 4, 2)  # fmt: skip
+        quads = np.where((candidates == n)[..., None, None, None], ego_quad[:, None, None, None], quads)
         obstacles = self.table.to_frenet(quads, self.rail_of[members][:, None, None, None])
-        hit = quads_overlap(obstacles, corridor[:, :, None, None]).any(-1) & valid  # (K, A, C)
-        gap = quads_distance(obstacles, own[:, :, None, None]).min(-1)
-        nearest = np.argmin(np.where(hit, gap, np.inf), axis=-1)[..., None]
-        has_lead = hit.any(axis=-1)[..., None]
-        chosen = np.stack([np.take_along_axis(gap, nearest, -1)[..., 0],
-                           np.take_along_axis(speed_c, nearest, -1)[..., 0], np.zeros((k, len(members)))], -1)  # fmt: skip
-        return np.where(has_lead, chosen, free)
+        half_width = np.broadcast_to(agents.widths[members] / 2.0, own_lo.shape)[..., None, None]
+        end = np.broadcast_to(self.path_lengths[members], own_lo.shape)[..., None, None]
+        hit = quad_rect_overlap(obstacles, corridor_start[..., None, None], end, half_width).any(-1)
+        return hit, quad_rect_distance(obstacles, own_lo[..., None, None], own_hi[..., None, None], half_width).min(-1)
 
 
 def _frozen_visible(agents: IDMAgents, pairs: list[tuple[int, int]], poses: np.ndarray, active: np.ndarray) -> np.ndarray:

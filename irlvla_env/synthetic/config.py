@@ -90,7 +90,7 @@ class SynthConfig:
         default_factory=lambda: {
             "navtrain": SplitSize(60, 60),
             "navtest": SplitSize(20, 63),
-            "navmini": SplitSize(28, 56),
+            "navmini": SplitSize(40, 70),
         }
     )
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
@@ -113,7 +113,7 @@ class SynthConfig:
 
     @classmethod
     def default(cls) -> "SynthConfig":
-        """The embedded data set: ~2800 navtrain scenes, ~1000 navtest scenes, ~100 navmini scenes."""
+        """The embedded data set: ~2800 navtrain scenes, ~1000 navtest scenes, 200 navmini scenes."""
         return cls()
 
     @classmethod

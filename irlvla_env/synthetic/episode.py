@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from irlvla_env.synthetic.actors import Walker
 from irlvla_env.synthetic.expert import ExpertDriver
-from irlvla_env.synthetic.scenarios import Tile
 from irlvla_env.synthetic.signals import RED
-from irlvla_env.synthetic.traffic import DT, Walker, World
+from irlvla_env.synthetic.tile import Tile
+from irlvla_env.synthetic.traffic import DT, World
 
 STEPS_PER_FRAME = 5  # 10 Hz steps per 2 Hz keyframe
 PEDESTRIAN_SIZE = (0.6, 0.6, 1.75)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from irlvla_env.synthetic import geometry2d as g2
-from irlvla_env.synthetic.scenarios import follow_lanes
-from irlvla_env.synthetic.traffic import DT, Agent, DriverParams, ObjectTable, PathTrack, World, idm_accel
+from irlvla_env.synthetic.actors import Agent, DriverParams, PathTrack
+from irlvla_env.synthetic.tile import follow_lanes
+from irlvla_env.synthetic.traffic import DT, ObjectTable, World, idm_accel
 
 JERK_LIMIT = 2.5  # [m/s^3] normal jerk bound
 URGENT_JERK_LIMIT = 6.0  # [m/s^3] when braking must build up fast

@@ -31,9 +31,10 @@ from irlvla_env.synthetic.log_writer import LogIdentity, build_frames, write_log
 from irlvla_env.synthetic.render import SensorRenderer
 from irlvla_env.synthetic.render_map import RenderMap
 from irlvla_env.synthetic.road_network import in_memory_layers, merge_layers
-from irlvla_env.synthetic.scenarios import Tile, build_tile
+from irlvla_env.synthetic.scenarios import build_tile
+from irlvla_env.synthetic.tile import Tile
 from irlvla_env.synthetic.sensors import LidarSpec, default_rig
-from irlvla_env.synthetic.traffic import token
+from irlvla_env.synthetic.actors import token
 
 MANIFEST_NAME = "synthetic_manifest.json"
 TILE_SPACING = 3000.0  # [m] between tile origins; a tile spans well under a kilometre

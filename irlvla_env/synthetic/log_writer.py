@@ -24,7 +24,7 @@ from irlvla_env.navsim.pcd import write_pcd
 from irlvla_env.scoring.route import driving_command, one_hot_command
 from irlvla_env.synthetic.episode import STEPS_PER_FRAME, Episode
 from irlvla_env.synthetic.render import SensorRenderer
-from irlvla_env.synthetic.traffic import token
+from irlvla_env.synthetic.actors import token
 
 ANNOTATION_RANGE = 100.0  # [m] boxes farther from the ego are not annotated
 FRAMES_PER_SCENE = 40  # a nuPlan "scene" is a ~20 s chunk of a log

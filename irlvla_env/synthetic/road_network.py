@@ -127,16 +127,22 @@ class RoadNetwork:
         self, ref: np.ndarray, s_ref: np.ndarray, lo: float, hi: float, n_lanes: int, width: float, speed: float,
         index: int, count: int,
     ) -> Roadblock:  # fmt: skip
-        piece = _slice(ref, s_ref, lo, hi)
-        # The roadblock polygon covers half of each joint gap, so the drivable area is continuous.
-        poly_lo = lo - (JOINT_GAP / 2.0 if index > 0 else 0.0)
-        poly_hi = hi + (JOINT_GAP / 2.0 if index < count - 1 else 0.0)
-        outer = _slice(ref, s_ref, poly_lo, poly_hi)
+        normals = g2.left_normals(ref)
+
+        def band(d: float, a: float, b: float) -> np.ndarray:
+            # Offsets of the *whole* reference, sliced by its arclength: neighbouring roadblocks then share their
+            # joint points exactly, even on curves.
+            return _slice(ref + self.side * d * normals, s_ref, a, b)
+
+        # The roadblock polygon covers half of each joint gap (plus a 5 cm overlap), so the drivable area has
+        # no cracks and no shared edge on which a point would be inside neither polygon.
+        poly_lo = lo - (JOINT_GAP / 2.0 + 0.05 if index > 0 else 0.0)
+        poly_hi = hi + (JOINT_GAP / 2.0 + 0.05 if index < count - 1 else 0.0)
         rb_id = self.new_id()
         boundary_ids = []
         for k in range(n_lanes + 1):
             bid = self.new_id()
-            self.boundaries[bid] = LineString(g2.offset(piece, self.side * k * width))
+            self.boundaries[bid] = LineString(band(k * width, lo, hi))
             boundary_ids.append(bid)
         lane_ids = []
         for k in range(n_lanes):  # k counts outward from the road centre
@@ -144,13 +150,13 @@ class RoadNetwork:
             inner_b, outer_b = boundary_ids[k], boundary_ids[k + 1]
             left_b, right_b = (outer_b, inner_b) if self.left_hand else (inner_b, outer_b)
             lane = LanePath(
-                id=self.new_id(), centerline=g2.offset(piece, self.side * (k + 0.5) * width), width=width,
+                id=self.new_id(), centerline=band((k + 0.5) * width, lo, hi), width=width,
                 speed_limit=speed, roadblock_id=rb_id, is_connector=False, lane_index=lane_index,
                 left_boundary_id=left_b, right_boundary_id=right_b,
             )  # fmt: skip
             self.lanes[lane.id] = lane
             lane_ids.append(lane.id)
-        polygon = Polygon(np.concatenate([outer, g2.offset(outer, self.side * n_lanes * width)[::-1]]))
+        polygon = Polygon(np.concatenate([band(0.0, poly_lo, poly_hi), band(n_lanes * width, poly_lo, poly_hi)[::-1]]))
         self.roadblocks[rb_id] = Roadblock(rb_id, polygon.buffer(0), lane_ids)
         return self.roadblocks[rb_id]
 
@@ -277,7 +283,8 @@ def _area_table(geoms: dict[int, object]) -> pd.DataFrame:
 
 
 def _slice(points: np.ndarray, s: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """The part of a polyline between arclengths `lo` and `hi`, resampled at ~1 m."""
+    """The part of a polyline between parameters `lo` and `hi` of `s` (e.g. the arclength of the reference line
+    it was offset from), resampled at ~1 m."""
     inner = points[(s > lo) & (s < hi)]
     ends = g2.interpolate(points, s, np.array([lo, hi]))
     return g2.resample(np.concatenate([ends[:1], inner, ends[1:]]), 1.0)

@@ -9,16 +9,14 @@ driver through the same code. Simulation runs at 10 Hz; the log writer records e
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from shapely.geometry import LineString
 
 from irlvla_env.synthetic import geometry2d as g2
-from irlvla_env.synthetic.road_network import RoadNetwork
-from irlvla_env.synthetic.scenarios import STOP_LINE_SETBACK, PedestrianPlan, Tile, follow_lanes
+from irlvla_env.synthetic.actors import Agent, BrakePlan, DriverParams, PathTrack, Walker, token
 from irlvla_env.synthetic.signals import GREEN, RED, YELLOW
+from irlvla_env.synthetic.tile import STOP_LINE_SETBACK, Tile, follow_lanes
 
 DT = 0.1  # [s] simulation step
 COMFORT_DECEL = 2.5  # [m/s^2] a driver stops for a yellow light only if this suffices
@@ -26,138 +24,7 @@ LOOKAHEAD = 80.0  # [m]
 DECIDE_EVERY = 2  # steps between traffic decisions near the ego
 FAR_DECIDE_EVERY = 10  # steps between decisions of cars far from the ego
 FAR_RANGE = 200.0  # [m]
-
-
-class PathTrack:
-    """A drivable path: polyline at ~1 m, arclength, lane id per vertex, headings and curvature."""
-
-    def __init__(self, net: RoadNetwork, lane_route: list[int], points: np.ndarray | None = None,
-                 lane_ids: np.ndarray | None = None) -> None:  # fmt: skip
-        self.lane_route = list(lane_route)
-        if points is None:
-            pieces, ids = [], []
-            for lane_id in lane_route:
-                pts = net.lanes[lane_id].centerline
-                pts = pts[1:] if pieces else pts
-                pieces.append(pts)
-                ids.append(np.full(len(pts), lane_id))
-            points, lane_ids = np.concatenate(pieces), np.concatenate(ids)
-        self.points = points
-        self.lane_ids = lane_ids
-        self.s = g2.arclength(points)
-        self.heading = np.unwrap(g2.headings(points))
-        self.kappa = np.clip(np.nan_to_num(g2.curvature(points)), -0.5, 0.5)
-        # Where each lane begins and ends along the path.
-        self.lane_span: dict[int, tuple[float, float]] = {}
-        for lane_id in dict.fromkeys(lane_ids.tolist()):
-            idx = np.flatnonzero(lane_ids == lane_id)
-            self.lane_span[int(lane_id)] = (float(self.s[idx[0]]), float(self.s[idx[-1]]))
-
-    @property
-    def length(self) -> float:
-        return float(self.s[-1])
-
-    def pose(self, s: float) -> np.ndarray:
-        x, y = g2.interpolate(self.points, self.s, s)
-        return np.array([x, y, np.interp(s, self.s, self.heading)])
-
-    def lane_at(self, s: float) -> int:
-        return int(self.lane_ids[min(np.searchsorted(self.s, s), len(self.s) - 1)])
-
-    def crossings(self, polygons: dict[int, object]) -> list[tuple[int, float, float]]:
-        """`(polygon id, s_in, s_out)` for every polygon the path runs through."""
-        line = LineString(self.points)
-        out = []
-        for pid, poly in polygons.items():
-            if not line.intersects(poly):
-                continue
-            part = line.intersection(poly)
-            coords = np.concatenate([np.asarray(g.coords) for g in getattr(part, "geoms", [part]) if not g.is_empty])
-            s_vals, _ = g2.project(coords, self.points, self.s)
-            out.append((pid, float(s_vals.min()), float(s_vals.max())))
-        return out
-
-
-@dataclass
-class DriverParams:
-    """IDM parameters of one driver."""
-
-    speed_factor: float = 1.0  # desired speed / speed limit
-    headway: float = 1.5  # [s]
-    min_gap: float = 2.0  # [m]
-    a_max: float = 1.5  # [m/s^2]
-    b_comf: float = 2.0  # [m/s^2]
-    a_lat: float = 2.0  # [m/s^2] lateral acceleration a driver accepts in curves
-    max_decel: float = 6.0  # [m/s^2]
-
-
-@dataclass
-class BrakePlan:
-    """A scripted stop-and-go of a lead car: brake at `decel` from `t_start` to `v_low`, hold, drive on."""
-
-    t_start: float
-    decel: float  # [m/s^2]
-    v_low: float  # [m/s]
-    hold: float  # [s]
-    reached_at: float | None = None
-
-    def limit(self, t: float, v: float, a: float) -> float:
-        if t < self.t_start:
-            return a
-        if self.reached_at is None:
-            if v > self.v_low + 0.05:
-                return min(a, -self.decel)
-            self.reached_at = t
-        return min(a, 0.0) if t < self.reached_at + self.hold else a
-
-
-@dataclass
-class Agent:
-    """A moving vehicle; the box centre (or, for the ego, the rear axle) runs along `path` at arclength `s`."""
-
-    track_token: str
-    path: PathTrack
-    s: float
-    v: float
-    size: tuple[float, float, float]  # length, width, height [m]
-    params: DriverParams
-    front: float  # distance from the reference point to the front bumper [m]
-    name: str = "vehicle"
-    a: float = 0.0
-    a_cmd: float = 0.0  # last decided acceleration (traffic decides at a lower rate than it moves)
-    alive: bool = True
-    is_ego: bool = False
-    brake_plan: "BrakePlan | None" = None
-    crossings: list[tuple[int, float, float]] = field(default_factory=list)
-
-    def pose(self) -> np.ndarray:
-        return self.path.pose(self.s)
-
-
-@dataclass
-class Walker:
-    """A pedestrian following its plan's polyline."""
-
-    track_token: str
-    plan: PedestrianPlan
-    s: float = 0.0
-    v: float = 0.0
-    alive: bool = True
-    crossing: bool = False
-
-    def __post_init__(self) -> None:
-        self.s_path = g2.arclength(self.plan.path)
-
-    def pose(self) -> np.ndarray:
-        x, y = g2.interpolate(self.plan.path, self.s_path, self.s)
-        i = min(int(np.searchsorted(self.s_path, self.s)), len(self.s_path) - 1)
-        h = float(g2.headings(self.plan.path)[i])
-        return np.array([x, y, h])
-
-
-def token(*parts: object, n: int = 16) -> str:
-    """A deterministic hex token from its parts (so a seed reproduces every id)."""
-    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:n]
+STOP_LINE_GAP = 1.0  # [m] IDM standstill gap in front of a virtual stop line
 
 
 @dataclass
@@ -354,7 +221,7 @@ def idm_accel(world: World, agent: Agent, table: ObjectTable, path: PathTrack | 
     lane = world.net.lanes[path.lane_at(s)]
     v0 = max(lane.speed_limit * p.speed_factor, 1.0)
     v = agent.v
-    gap, v_lead = _closest_constraint(world, agent, table, path, s)
+    gap, v_lead, virtual = _closest_constraint(world, agent, table, path, s)
     # Curves: the fastest speed from which the driver can still slow to every curve speed ahead.
     ahead = (path.s >= s) & (path.s <= s + LOOKAHEAD)
     if np.any(ahead):
@@ -364,15 +231,21 @@ def idm_accel(world: World, agent: Agent, table: ObjectTable, path: PathTrack | 
     free = 1.0 - (v / v0) ** 4 if v <= v0 else -p.b_comf * (1.0 - (v0 / v) ** 2)
     a = p.a_max * free
     if gap < np.inf:
-        s_star = p.min_gap + max(0.0, v * p.headway + v * (v - v_lead) / (2.0 * np.sqrt(p.a_max * p.b_comf)))
+        # Stop lines are approached closer than cars: the driver aims to stop about a metre before them.
+        s_star = (STOP_LINE_GAP if virtual else p.min_gap) + max(
+            0.0, v * p.headway + v * (v - v_lead) / (2.0 * np.sqrt(p.a_max * p.b_comf))
+        )
         a = min(a, p.a_max * (1.0 - (v / v0) ** 4 - (s_star / max(gap, 0.1)) ** 2))
     return float(np.clip(a, -p.max_decel, p.a_max))
 
 
-def _closest_constraint(world: World, agent: Agent, table: ObjectTable, path: PathTrack, s: float) -> tuple[float, float]:
-    """Distance from the front bumper to the nearest thing to stop behind, and that thing's speed."""
+def _closest_constraint(
+    world: World, agent: Agent, table: ObjectTable, path: PathTrack, s: float
+) -> tuple[float, float, bool]:
+    """Distance from the front bumper to the nearest thing to stop behind, its speed, and whether it is a
+    virtual stop line (light, yield, crosswalk, end of path) rather than an object."""
     front = s + agent.front
-    best_gap, best_v = path.length - 1.0 - front, 0.0  # the end of the path
+    best_gap, best_v, virtual = path.length - 1.0 - front, 0.0, True  # the end of the path
     # Objects in the corridor ahead.
     me = table.index.get(id(agent), -1)
     xy = table.xy[me] if me >= 0 and path is agent.path and s == agent.s else path.pose(s)[:2]
@@ -398,11 +271,11 @@ def _closest_constraint(world: World, agent: Agent, table: ObjectTable, path: Pa
                 ext = 0.5 * abs(table.length[idx[j]] * np.cos(dh[j])) + 0.5 * abs(table.width[idx[j]] * np.sin(dh[j]))
                 gap = s_obj[j] - ext - front
                 if gap < best_gap:
-                    best_gap, best_v = gap, float(table.speed[idx[j]] * np.cos(dh[j]))
+                    best_gap, best_v, virtual = gap, float(table.speed[idx[j]] * np.cos(dh[j])), False
     for gap in _stop_points(world, agent, path, s, front):
         if gap < best_gap:
-            best_gap, best_v = gap, 0.0
-    return best_gap, max(best_v, 0.0)
+            best_gap, best_v, virtual = gap, 0.0, True
+    return best_gap, max(best_v, 0.0), virtual
 
 
 def _stop_points(world: World, agent: Agent, path: PathTrack, s: float, front: float) -> list[float]:
@@ -422,7 +295,8 @@ def _stop_points(world: World, agent: Agent, path: PathTrack, s: float, front: f
             if state == RED or (state == YELLOW and gap > v * v / (2.0 * COMFORT_DECEL) + 0.5 * v):
                 out.append(gap)
                 continue
-        if conn.yield_to and gap > -0.5 and _must_yield(world, agent, conn.yield_to):
+        committed = gap < v * v / (2.0 * COMFORT_DECEL)  # too close to stop gently: go on, as drivers do
+        if conn.yield_to and gap > -0.5 and not committed and _must_yield(world, agent, conn.yield_to):
             out.append(gap)
     for cw_id, s_in, _s_out in (agent.crossings if path is agent.path else path.crossings(net.crosswalks)):
         gap = s_in - 1.5 - front

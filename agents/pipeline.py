@@ -1,0 +1,408 @@
+"""`irlvla pipeline`: the three stages of IRL-VLA on one data set, then the report.
+
+    data ─► imitation (EgoStatusMLP, TransFuser-style, VLA) ─► RWM: label candidates, IRL training, fidelity
+         ─► RL: DPPO of the VLA on the learned env (RWM reward, and the rule-based reward as the ablation)
+         ─► evaluation of every agent with the rule-based EPDMS ─► report (Markdown table, PNG curves, stage times)
+
+Every stage writes into the pipeline folder and marks itself done (`stages.json`), so an interrupted pipeline
+resumes where it stopped; the trainers underneath resume their own checkpoints too. Sizes come from a preset:
+`default` (2 CPU cores, the embedded synthetic world), `toy` (the test suite), `real` (real NAVSIM on GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from irlvla_env import paths
+
+STAGES = ("data", "il", "rwm", "rl", "eval", "report")
+TABLE_AGENTS = ("constant_velocity", "ego_status_mlp", "transfuser", "vla_il", "vla_rl_rwm", "vla_rl_epdms", "human")
+AGENT_LABELS = {
+    "constant_velocity": "ConstantVelocity",
+    "ego_status_mlp": "EgoStatusMLP",
+    "transfuser": "TransFuser-style",
+    "vla_il": "VLA-IL",
+    "vla_rl_rwm": "VLA-IL+RL (RWM reward)",
+    "vla_rl_epdms": "VLA-IL+RL (rule-based reward)",
+    "human": "Human",
+}
+
+
+@dataclass
+class PipelineConfig:
+    """Sizes of every stage. `preset()` gives the named presets; any field can be overridden.
+
+    :param synth: synthetic-world size (`default` or `tiny`); ignored when `$OPENSCENE_DATA_ROOT` points at real data.
+    :param il_epochs: imitation epochs per agent.
+    :param il_max_train_scenes: cap on navtrain scenes for imitation (None: all).
+    :param rwm_train_scenes / rwm_eval_scenes: navtrain / navtest scenes whose candidates are labelled.
+    :param rwm_epochs: RWM training epochs.
+    :param rl_timesteps: env steps of each RL run.
+    :param seeds: RL seeds; the report gives the mean and spread over them.
+    :param eval_scenes: navtest scenes every agent is scored on (None: all).
+    :param workers: parallel scene workers (Ray) for labelling and scoring; 1 runs in-process.
+    """
+
+    name: str = "default"
+    synth: str = "default"
+    data_root: str | None = None
+    output_dir: str | None = None
+    il_agents: tuple[str, ...] = ("ego_status_mlp", "transfuser", "vla")
+    il_epochs: dict[str, int] = field(default_factory=lambda: {"ego_status_mlp": 20, "transfuser": 6, "vla": 8})
+    il_max_train_scenes: int | None = None
+    il_batch_size: int = 32
+    rwm_train_scenes: int | None = 600
+    rwm_eval_scenes: int | None = 200
+    rwm_epochs: int = 15
+    rwm_policy_samples: int = 8
+    rl_timesteps: int = 2048
+    rl_num_envs: int = 16
+    rl_audit_scenes: int = 32
+    seeds: tuple[int, ...] = (0,)
+    eval_scenes: int | None = 300
+    workers: int = 1
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "PipelineConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown pipeline preset {name!r}; choose one of {sorted(PRESETS)}")
+        values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(name=name, **values)
+
+    def folder(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else paths.exp_root() / "pipeline" / self.name
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The whole pipeline inside the test suite: tiny world, a few scenes, a few steps.
+    "toy": {
+        "synth": "tiny",
+        "il_epochs": {"ego_status_mlp": 2, "transfuser": 1, "vla": 1},
+        "il_batch_size": 8,
+        "rwm_train_scenes": 8,
+        "rwm_eval_scenes": 6,
+        "rwm_epochs": 2,
+        "rwm_policy_samples": 2,
+        "rl_timesteps": 32,
+        "rl_num_envs": 4,
+        "rl_audit_scenes": 4,
+        "eval_scenes": 6,
+    },
+    # Real NAVSIM on GPUs: every scene, longer training, three seeds, Ray workers.
+    "real": {
+        "synth": "default",
+        "il_epochs": {"ego_status_mlp": 60, "transfuser": 60, "vla": 60},
+        "il_batch_size": 64,
+        "rwm_train_scenes": None,
+        "rwm_eval_scenes": None,
+        "rwm_epochs": 30,
+        "rl_timesteps": 200_000,
+        "rl_num_envs": 64,
+        "rl_audit_scenes": 256,
+        "seeds": (0, 1, 2),
+        "eval_scenes": None,
+        "workers": 8,
+    },
+}
+
+
+# ------------------------------------------------------------------------------------------------ bookkeeping
+
+
+class StageLog:
+    """`stages.json` in the pipeline folder: which stages are done, their results and wall times (atomic writes)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "stages.json"
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data
+
+    def result(self, stage: str) -> Any:
+        return self.data[stage]["result"]
+
+    def record(self, stage: str, result: Any, seconds: float) -> None:
+        self.data[stage] = {"result": result, "seconds": round(seconds, 1)}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(tmp, self.path)
+
+    def seconds(self) -> dict[str, float]:
+        return {stage: entry["seconds"] for stage, entry in self.data.items()}
+
+
+def run_stage(log: StageLog, stage: str, work: Callable[[], Any]) -> Any:
+    if log.done(stage):
+        print(f"[pipeline] {stage}: done before, reusing ({log.data[stage]['seconds']} s)")
+        return log.result(stage)
+    print(f"[pipeline] {stage} ...", flush=True)
+    started = time.perf_counter()
+    result = work()
+    log.record(stage, result, time.perf_counter() - started)
+    print(f"[pipeline] {stage}: {log.data[stage]['seconds']} s", flush=True)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------ stages
+
+
+def stage_data(config: PipelineConfig) -> dict[str, Any]:
+    """Reuse real data when `$OPENSCENE_DATA_ROOT` is set; otherwise generate (once) the synthetic world."""
+    if config.data_root is None and os.environ.get("OPENSCENE_DATA_ROOT"):
+        return {"data_root": str(paths.data_root()), "synthetic": False}
+    from irlvla_env.synthetic.config import SynthConfig
+    from irlvla_env.synthetic.generate import ensure_dataset
+
+    synth = SynthConfig.tiny() if config.synth == "tiny" else SynthConfig.default()
+    root = Path(config.data_root) if config.data_root else paths.data_root()
+    ensure_dataset(root, synth, maps_root=root / "maps")
+    return {"data_root": str(root), "synthetic": True}
+
+
+def stage_il(config: PipelineConfig, data_root: str, folder: Path) -> dict[str, str]:
+    from agents.training.config import ILConfig
+    from agents.training.il import train
+
+    checkpoints = {}
+    for agent in config.il_agents:
+        il = ILConfig.preset(
+            "cpu" if config.name != "real" else "real",
+            agent=agent,
+            data_root=data_root,
+            run_dir=str(folder / "il" / agent),
+            epochs=config.il_epochs.get(agent, 5),
+            batch_size=config.il_batch_size,
+            max_train_scenes=config.il_max_train_scenes,
+            max_val_scenes=config.eval_scenes,
+        )
+        result = train(il)
+        checkpoints[agent] = str(Path(result["run_dir"]) / "model")
+    return checkpoints
+
+
+def stage_rwm(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoint: str | None) -> dict[str, Any]:
+    from reward_models.evaluate import evaluate_rwm
+    from reward_models.labelling import LabelledScenes, LabellingConfig
+    from reward_models.model import RWMRewardModel
+    from reward_models.train import RWMTrainConfig, prepare_labels, train_rwm
+    from irlvla_env.rewards import EPDMSReward
+
+    policy = VLASampler(vla_checkpoint) if vla_checkpoint and config.rwm_policy_samples else None
+    candidates = {"num_policy": config.rwm_policy_samples if policy else 0}
+    labelling = LabellingConfig(split="navtrain", data_root=data_root, max_scenes=config.rwm_train_scenes,
+                                num_workers=config.workers, candidates=candidates)
+    train_config = RWMTrainConfig.for_variant("rwm", run_name=config.name, epochs=config.rwm_epochs,
+                                              labelling=labelling)
+    train_config = dataclasses.replace(train_config, labels_dir=str(prepare_labels(train_config, policy=policy)))
+    best = train_rwm(train_config)
+
+    eval_labelling = dataclasses.replace(labelling, split="navtest", max_scenes=config.rwm_eval_scenes)
+    eval_config = dataclasses.replace(train_config, labels_dir=None, labelling=eval_labelling)
+    eval_dir = prepare_labels(eval_config, policy=policy)
+    rule = EPDMSReward(metric_cache_root=eval_labelling.resolved_metric_cache_root())
+    report = evaluate_rwm(RWMRewardModel.from_pretrained(best, name="rwm"), LabelledScenes.load(eval_dir),
+                          folder / "rwm_eval", rule_based=rule)
+    return {"checkpoint": str(best), "metrics": report["metrics"]}
+
+
+def stage_rl(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoint: str, rwm_checkpoint: str) -> dict:
+    from agents.ppo.config import RLConfig
+    from agents.ppo.train import train_rl
+
+    runs: dict[str, list[dict[str, Any]]] = {"rwm": [], "epdms": []}
+    for reward_name, reward in (("rwm", rwm_checkpoint), ("epdms", "epdms")):
+        for seed in config.seeds:
+            rl = RLConfig(reward_model=reward, total_timesteps=config.rl_timesteps, num_envs=config.rl_num_envs,
+                          audit_scenes=config.rl_audit_scenes, seed=seed, data_root=data_root)
+            summary = train_rl(rl, vla_checkpoint, run_dir=folder / "rl" / f"{reward_name}_seed{seed}")
+            runs[reward_name].append(summary)
+    return runs
+
+
+def stage_eval(config: PipelineConfig, data_root: str, folder: Path, checkpoints: dict[str, str | None]) -> dict:
+    """Rule-based EPDMS of every agent; RL agents are scored once per seed."""
+    from agents.evaluate import evaluate_agents
+
+    specs = []
+    for key, checkpoint in checkpoints.items():
+        registry_name = "vla" if key.startswith("vla") else key
+        specs.append((key, registry_name, Path(checkpoint) if checkpoint else None))
+    rows = {}
+    for key, registry_name, checkpoint in specs:
+        table = evaluate_agents([(registry_name, checkpoint)], split="navtest", max_scenes=config.eval_scenes,
+                                data_root=data_root, run_dir=folder / "eval" / key, num_workers=config.workers)
+        rows[key] = {column: float(v) for column, v in table.iloc[0].items()}
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------ report
+
+
+def aggregate_seeds(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Collapse `vla_rl_rwm@seed` rows into their mean, keeping the per-seed spread of the score."""
+    out: dict[str, dict[str, float]] = {}
+    groups: dict[str, list[dict[str, float]]] = {}
+    for key, row in rows.items():
+        groups.setdefault(key.split("@")[0], []).append(row)
+    for key, group in groups.items():
+        mean = {column: float(np.mean([r[column] for r in group])) for column in group[0]}
+        scores = [r[score_column(r)] for r in group]
+        mean["seeds"] = len(group)
+        mean["score_std"] = float(np.std(scores)) if len(group) > 1 else 0.0
+        out[key] = mean
+    return out
+
+
+def score_column(row: dict[str, float]) -> str:
+    return "EPDMS" if "EPDMS" in row else "score"
+
+
+def write_report(folder: Path, config: PipelineConfig, rows: dict[str, dict[str, float]], rl: dict, rwm: dict,
+                 seconds: dict[str, float]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = folder / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    table = aggregate_seeds(rows)
+    columns = [c for c in next(iter(table.values())) if c not in ("seeds", "score_std")]
+    lines = ["| agent | " + " | ".join(columns) + " | seeds |", "|---" * (len(columns) + 2) + "|"]
+    for key in TABLE_AGENTS:
+        if key not in table:
+            continue
+        row = table[key]
+        cells = [f"{100 * row[c]:.1f}" for c in columns]
+        if row["seeds"] > 1:
+            cells[columns.index(score_column(row))] += f" ± {100 * row['score_std']:.1f}"
+        lines.append(f"| {AGENT_LABELS[key]} | " + " | ".join(cells) + f" | {int(row['seeds'])} |")
+    score = score_column(table["vla_il"]) if "vla_il" in table else "EPDMS"
+    delta_lines = []
+    if {"vla_il", "vla_rl_rwm", "vla_rl_epdms"} <= set(table):
+        gain = 100 * (table["vla_rl_rwm"][score] - table["vla_il"][score])
+        gap = 100 * (table["vla_rl_rwm"][score] - table["vla_rl_epdms"][score])
+        delta_lines = [f"- VLA-IL+RL (RWM) − VLA-IL: {gain:+.2f} EPDMS points (target ≥ +2)",
+                       f"- VLA-IL+RL (RWM) − VLA-IL+RL (rule-based): {gap:+.2f} points (target within ±1)"]
+    fidelity = rwm.get("metrics", {})
+    fidelity_lines = [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(fidelity.items())]
+    time_lines = [f"| {stage} | {s:.1f} |" for stage, s in seconds.items()]
+    text = "\n".join(
+        [f"# IRL-VLA pipeline report ({config.name})", "", "Rule-based EPDMS and sub-scores (×100) on synthetic "
+         f"navtest ({config.eval_scenes or 'all'} scenes); RL rows are the mean over seeds {list(config.seeds)}.", "", *lines, "", *delta_lines, "", "## Reward World Model fidelity "
+         "(navtest candidates)", "", *fidelity_lines, "", "## Wall time per stage [s]", "", "| stage | seconds |",
+         "|---|---|", *time_lines, f"| total | {sum(seconds.values()):.1f} |", "",
+         "Figures: `rl_curves.png` (reward per rollout), `rwm_vs_epdms.png` (audit: RWM reward vs rule-based EPDMS).",
+         ""]
+    )
+    (report / "report.md").write_text(text)
+    (report / "table.json").write_text(json.dumps(table, indent=2))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for reward_name, runs in rl.items():
+        for run in runs:
+            steps = [r.get("timesteps", i) for i, r in enumerate(run.get("rollouts", []))]
+            values = [r.get("reward_mean", np.nan) for r in run.get("rollouts", [])]
+            ax.plot(steps, values, label=f"{reward_name} reward, {Path(run['run_dir']).name}")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("mean reward per rollout")
+    ax.legend(fontsize=7)
+    ax.set_title("DPPO learning curves")
+    fig.tight_layout()
+    fig.savefig(report / "rl_curves.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in rl.get("rwm", []):
+        audit = run.get("audit", [])
+        steps = [a["timesteps"] for a in audit]
+        ax.plot(steps, [a["reward_model"] for a in audit], "o-", label=f"RWM reward ({Path(run['run_dir']).name})")
+        ax.plot(steps, [a["rule_epdms"] for a in audit], "s--", label=f"rule-based EPDMS ({Path(run['run_dir']).name})")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("held-out navtest scenes")
+    ax.legend(fontsize=7)
+    ax.set_title("Reward-hacking audit: learned reward vs true EPDMS")
+    fig.tight_layout()
+    fig.savefig(report / "rwm_vs_epdms.png", dpi=120)
+    plt.close(fig)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- the pipeline
+
+
+class VLASampler:
+    """`agent_input -> (M, 8, 3)`: the imitation VLA's trajectory modes, as policy candidates for RWM labelling."""
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+        self._agent = None
+
+    def __call__(self, agent_input: Any) -> np.ndarray:
+        import torch
+
+        from agents.registry import make_agent
+
+        if self._agent is None:
+            self._agent = make_agent("vla", checkpoint=self.checkpoint).eval()
+        features = {}
+        for builder in self._agent.get_feature_builders():
+            features.update(builder.compute_features(agent_input))
+        batch = {k: v.unsqueeze(0) for k, v in features.items()}
+        with torch.no_grad():
+            modes = self._agent(batch)["modes"][0]
+        return modes.cpu().numpy().astype(np.float32)
+
+    def __getstate__(self) -> dict:
+        return {"checkpoint": self.checkpoint, "_agent": None}
+
+
+def run_pipeline(config: PipelineConfig) -> Path:
+    folder = config.folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    log = StageLog(folder)
+    data = run_stage(log, "data", lambda: stage_data(config))
+    root = data["data_root"]
+    il = run_stage(log, "il", lambda: stage_il(config, root, folder))
+    rwm = run_stage(log, "rwm", lambda: stage_rwm(config, root, folder, il.get("vla")))
+    rl = run_stage(log, "rl", lambda: stage_rl(config, root, folder, il["vla"], rwm["checkpoint"]))
+    checkpoints: dict[str, str | None] = {"constant_velocity": None, "human": None}
+    for agent in config.il_agents:
+        checkpoints["vla_il" if agent == "vla" else agent] = il[agent]
+    for reward_name, runs in rl.items():
+        for run, seed in zip(runs, config.seeds):
+            checkpoints[f"vla_rl_{reward_name}@{seed}"] = run["exported"]
+    rows = run_stage(log, "eval", lambda: stage_eval(config, root, folder, checkpoints))
+    report = write_report(folder, config, rows, rl, rwm, log.seconds())
+    print((report / "report.md").read_text())
+    print(f"[pipeline] report: {report}")
+    return report
+
+
+def register(sub: argparse._SubParsersAction, groups: dict) -> None:
+    parser = sub.add_parser("pipeline", help="all three stages of IRL-VLA, then the evaluation report")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="sizes (default: 2 CPU cores)")
+    parser.add_argument("--data-root", help="dataset root (default: $OPENSCENE_DATA_ROOT or the synthetic world)")
+    parser.add_argument("--output", help="pipeline folder (default: <exp_root>/pipeline/<preset>); resumes if present")
+    parser.add_argument("--seeds", type=int, nargs="+", help="RL seeds (default: preset)")
+    parser.add_argument("--workers", type=int, help="Ray workers for labelling and scoring")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = PipelineConfig.preset(args.preset, data_root=args.data_root, output_dir=args.output,
+                                   seeds=tuple(args.seeds) if args.seeds else None, workers=args.workers)
+    run_pipeline(config)
+    return 0

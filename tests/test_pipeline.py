@@ -1,0 +1,44 @@
+"""The three-stage pipeline end to end at toy size, and its resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.pipeline import STAGES, PipelineConfig, run_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(synthetic_root, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("pipeline_exp")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NAVSIM_EXP_ROOT", str(exp))
+    config = PipelineConfig.preset("toy", data_root=str(synthetic_root), output_dir=str(exp / "pipeline"))
+    report = run_pipeline(config)
+    yield config, report
+    mp.undo()
+
+
+def test_pipeline_writes_the_report(pipeline_run):
+    config, report = pipeline_run
+    text = (report / "report.md").read_text()
+    for label in ("ConstantVelocity", "EgoStatusMLP", "TransFuser-style", "VLA-IL", "VLA-IL+RL (RWM reward)",
+                  "VLA-IL+RL (rule-based reward)", "Human"):
+        assert f"| {label} |" in text
+    table = json.loads((report / "table.json").read_text())
+    assert 0.0 <= table["constant_velocity"]["EPDMS"] <= 1.0
+    assert table["human"]["EPDMS"] > table["constant_velocity"]["EPDMS"]
+    assert (report / "rl_curves.png").stat().st_size > 1000
+    assert (report / "rwm_vs_epdms.png").stat().st_size > 1000
+    stages = json.loads((config.folder() / "stages.json").read_text())
+    assert set(STAGES) - {"report"} <= set(stages)
+
+
+def test_pipeline_resumes_without_redoing_stages(pipeline_run, capsys):
+    config, _ = pipeline_run
+    before = json.loads((config.folder() / "stages.json").read_text())
+    run_pipeline(config)
+    after = json.loads((config.folder() / "stages.json").read_text())
+    assert before == after
+    assert "done before, reusing" in capsys.readouterr().out
