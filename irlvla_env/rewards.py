@@ -189,8 +189,7 @@ class EPDMSReward:
 
 def result_subscores(result: Any) -> dict[str, np.ndarray]:
     """Short name -> `(K,)` float64 from an `EPDMSResult` (whose columns use navsim's long names)."""
-    columns = result.columns if hasattr(result, "columns") else {c: getattr(result, c) for c in METRIC_COLUMNS.values()}
-    return {short: np.asarray(columns[long], dtype=np.float64) for short, long in METRIC_COLUMNS.items()}
+    return {short: np.asarray(result.columns[long], dtype=np.float64) for short, long in METRIC_COLUMNS.items()}
 
 
 # ----------------------------------------------------------------------------------------------- registry

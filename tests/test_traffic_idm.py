@@ -80,7 +80,8 @@ def observation(tracks: list[tuple[str, str, float, float, float, float]], red_l
         tokens=np.array([tr[0] for tr in tracks], dtype=object), types=np.array([tr[1] for tr in tracks], dtype=object),
         sizes=np.tile([4.5, 2.0], (n, 1)), first_headings=heading, first_speeds=speed,
         present=np.ones((STEPS, n), dtype=bool), centers=start[None] + t * velocity[None],
-        headings=np.broadcast_to(heading, (STEPS, n)).copy(), velocities=np.broadcast_to(velocity, (STEPS, n, 2)).copy(),
+        headings=np.broadcast_to(heading, (STEPS, n)).copy(),
+        velocities=np.broadcast_to(velocity, (STEPS, n, 2)).copy(),
         red_light_ids=np.array(lights, dtype=object), red_light_polygons=np.array(polygons, dtype=object),
         red_light_active=np.ones((STEPS, len(lights)), dtype=bool),
     )  # fmt: skip

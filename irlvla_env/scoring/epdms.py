@@ -263,16 +263,15 @@ def traffic_observation(cache: "MetricCache", rollouts: np.ndarray, traffic: str
 
     Policies live in `irlvla_env.simulation.traffic`: `log_replay(observation, ego_state_t0)`,
     `constant_velocity(observation, ego_state_t0)` and, for reactive traffic,
-    `idm_reactive(observation, ego_state_t0, ego_rollout, map_api)`."""
+    `idm_reactive(observation, ego_state_t0, ego_rollout, map_api, t0_tracks)`."""
     from irlvla_env.simulation import traffic as policies
 
     if traffic == "non_reactive":
         return policies.log_replay(cache.observation, cache.ego_state)
     if traffic == "reactive":
-        idm = getattr(policies, "idm_reactive", None)
-        if idm is None:
-            raise NotImplementedError("reactive (IDM) traffic is not available in irlvla_env.simulation.traffic")
-        return idm(cache.observation, cache.ego_state, rollouts, cache.get_map())
+        return policies.idm_reactive(
+            cache.observation, cache.ego_state, rollouts, cache.get_map(), t0_tracks=cache.current_tracks
+        )
     if traffic == "constant_velocity":
         return policies.constant_velocity(cache.observation, cache.ego_state)
     raise ValueError(f"unknown traffic policy {traffic!r}; expected one of {TRAFFIC_POLICIES}")
@@ -339,10 +338,14 @@ def score_trajectories(
     states = _rollouts(cache, trajectories, interval_s)
     past = cache.history_states if len(cache.history_states) else None
 
-    if traffic == "reactive":  # every rollout moves the IDM agents differently
+    if traffic == "reactive":  # every rollout moves the IDM agents differently: simulate them in one batch
+        from irlvla_env.simulation.traffic import idm_reactive_batch
+
+        observations = idm_reactive_batch(
+            cache.observation, cache.ego_state, states, cache.get_map(), t0_tracks=cache.current_tracks
+        )
         parts = [
-            _pair_scores(cache, states[k : k + 1], traffic_observation(cache, states[k], traffic), config, past)
-            for k in range(len(states))
+            _pair_scores(cache, states[k : k + 1], observations[k], config, past) for k in range(len(states))
         ]
         metrics = {n: np.concatenate([p[0][n] for p in parts]) for n in parts[0][0]}
         raw = np.concatenate([p[1] for p in parts])

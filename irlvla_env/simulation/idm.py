@@ -68,7 +68,8 @@ def idm_step(
     The acceleration is clipped to `[-decel_max, accel_max]`; the velocity is not clamped at zero (callers that
     need it, as nuPlan's agents do, clamp it). PDM-Closed uses exponent 10, nuPlan's agents 4."""
     lead_progress, lead_velocity, lead_rear = lead[..., 0], lead[..., 1], lead[..., 2]
-    s_star = min_gap + velocity * headway + velocity * (velocity - lead_velocity) / (2.0 * np.sqrt(accel_max * decel_max))
+    comfort = 2.0 * np.sqrt(accel_max * decel_max)
+    s_star = min_gap + velocity * headway + velocity * (velocity - lead_velocity) / comfort
     s_alpha = np.maximum(lead_progress - progress - lead_rear, min_gap)
     accel = accel_max * (1.0 - (velocity / target_velocity) ** exponent - (s_star / s_alpha) ** 2)
     accel = np.clip(accel, -decel_max, accel_max)
@@ -194,7 +195,8 @@ def starting_segment(map_api: Any, center: np.ndarray, heading: float) -> tuple[
     for segment in segments:
         path = discrete_path(segment.baseline_path)
         arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path[:, :2], axis=0), axis=1))])
-        seg = int(np.clip(np.searchsorted(arc, segment.baseline_path.project(point), side="right") - 1, 0, len(path) - 2))
+        along = segment.baseline_path.project(point)
+        seg = int(np.clip(np.searchsorted(arc, along, side="right") - 1, 0, len(path) - 2))
         heading_diff.append(abs(path[seg, 2] - heading))  # [Q] not wrapped, as nuPlan
     return segments[int(np.argmin(heading_diff))], True
 
@@ -280,24 +282,39 @@ def build_idm_agents(
 _NEXT = [1, 2, 3, 0]
 
 
+def _fold(x: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
+    """Reduce the last axis with `ufunc` by halving: numpy's own reductions over short trailing axes are
+    several times slower than these slice-wise calls, and they dominate the per-step cost."""
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        folded = ufunc(x[..., :half], x[..., half : 2 * half])
+        x = np.concatenate([folded, x[..., 2 * half :]], axis=-1) if x.shape[-1] % 2 else folded
+    return x[..., 0]
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]
+
+
 def _normals(quads: np.ndarray) -> np.ndarray:
     """`(..., 4, 2)` edge normals (unnormalised) of quads `(..., 4, 2)`."""
     edges = quads[..., _NEXT, :] - quads
     return np.stack([-edges[..., 1], edges[..., 0]], axis=-1)
 
 
-def _project(points: np.ndarray, axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Min and max `(..., A)` of the points `(..., P, 2)` projected on each axis `(..., A, 2)`."""
-    proj = points[..., None, :, 0] * axes[..., :, None, 0] + points[..., None, :, 1] * axes[..., :, None, 1]
-    return proj.min(-1), proj.max(-1)
+def _separated(a: np.ndarray, b: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """Bool `(...)`: some axis `(..., A, 2)` separates the point sets `a`, `b` `(..., P, 2)`."""
+    proj_a = _dot(a[..., None, :, :], axes[..., :, None, :])  # (..., A, P)
+    proj_b = _dot(b[..., None, :, :], axes[..., :, None, :])
+    a_min, a_max = _fold(proj_a, np.minimum), _fold(proj_a, np.maximum)
+    apart = (a_max < _fold(proj_b, np.minimum)) | (_fold(proj_b, np.maximum) < a_min)
+    return _fold(apart, np.logical_or)
 
 
 def quads_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bool `(...)`: convex quads `a`, `b` `(..., 4, 2)` intersect (touching counts), by separating axes."""
     a, b = np.broadcast_arrays(a, b)
-    axes = np.concatenate([_normals(a), _normals(b)], axis=-2)  # (..., 8, 2)
-    (a_min, a_max), (b_min, b_max) = _project(a, axes), _project(b, axes)
-    return ~((a_max < b_min) | (b_max < a_min)).any(-1)
+    return ~_separated(a, b, np.concatenate([_normals(a), _normals(b)], axis=-2))
 
 
 def _points_to_edges(points: np.ndarray, quads: np.ndarray) -> np.ndarray:
@@ -305,8 +322,10 @@ def _points_to_edges(points: np.ndarray, quads: np.ndarray) -> np.ndarray:
     start = quads[..., None, :, :]
     edge = quads[..., _NEXT, :][..., None, :, :] - start
     rel = points[..., :, None, :] - start
-    t = np.clip(np.sum(rel * edge, -1) / np.maximum(np.sum(edge * edge, -1), 1e-12), 0.0, 1.0)
-    return np.sqrt(np.sum((rel - t[..., None] * edge) ** 2, -1)).min(axis=(-1, -2))
+    t = np.clip(_dot(rel, edge) / np.maximum(_dot(edge, edge), 1e-12), 0.0, 1.0)
+    foot = rel - t[..., None] * edge
+    squared = _dot(foot, foot)
+    return np.sqrt(_fold(squared.reshape(squared.shape[:-2] + (-1,)), np.minimum))
 
 
 def quads_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -319,19 +338,17 @@ def quads_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def quad_rect_overlap(quads: np.ndarray, s0: np.ndarray, s1: np.ndarray, half_width: np.ndarray) -> np.ndarray:
     """Bool `(...)`: quads `(..., 4, 2)` meet the axis-aligned rectangles `[s0, s1] × [−r, r]` (all `(...)`)."""
     s, d = quads[..., 0], quads[..., 1]
-    apart = (s.max(-1) < s0) | (s.min(-1) > s1) | (d.max(-1) < -half_width) | (d.min(-1) > half_width)
-    rect = _rects(s0, s1, half_width)
-    axes = _normals(quads)
-    (q_min, q_max), (r_min, r_max) = _project(quads, axes), _project(rect, axes)
-    return ~(apart | ((q_max < r_min) | (r_max < q_min)).any(-1))
+    apart = (_fold(s, np.maximum) < s0) | (_fold(s, np.minimum) > s1)
+    apart |= (_fold(d, np.maximum) < -half_width) | (_fold(d, np.minimum) > half_width)
+    return ~(apart | _separated(quads, _rects(s0, s1, half_width), _normals(quads)))
 
 
 def quad_rect_distance(quads: np.ndarray, s0: np.ndarray, s1: np.ndarray, half_width: np.ndarray) -> np.ndarray:
     """`(...)` distance between quads `(..., 4, 2)` and axis-aligned rectangles `[s0, s1] × [−r, r]`."""
     s, d = quads[..., 0], quads[..., 1]
-    ds = np.maximum.reduce([s0[..., None] - s, np.zeros_like(s), s - s1[..., None]])
+    ds = np.maximum(np.maximum(s0[..., None] - s, s - s1[..., None]), 0.0)
     dd = np.maximum(np.abs(d) - half_width[..., None], 0.0)
-    vertex_gap = np.sqrt(ds**2 + dd**2).min(-1)
+    vertex_gap = np.sqrt(_fold(ds**2 + dd**2, np.minimum))
     corner_gap = _points_to_edges(_rects(s0, s1, half_width), quads)
     return np.where(quad_rect_overlap(quads, s0, s1, half_width), 0.0, np.minimum(vertex_gap, corner_gap))
 
@@ -369,7 +386,8 @@ class RailTable:
         self.rails = list(rails)
         self.lengths = np.array([rail.length for rail in self.rails])
         self.offsets = np.concatenate([[0.0], np.cumsum(self.lengths + self.GAP)[:-1]])
-        self._knots = np.concatenate([rail.progress + o for rail, o in zip(self.rails, self.offsets)]) if rails else np.zeros(0)
+        knots = [rail.progress + offset for rail, offset in zip(self.rails, self.offsets)]
+        self._knots = np.concatenate(knots) if rails else np.zeros(0)
         self._values = np.concatenate([rail.poses for rail in self.rails]) if rails else np.zeros((0, 3))
 
     def poses(self, s: np.ndarray, rail: np.ndarray) -> np.ndarray:
@@ -417,7 +435,8 @@ def _candidates(
         v_max = agents.speed0[i] + params.accel_max * horizon
         reach = agents.speed0[i] * horizon + 0.5 * params.accel_max * horizon**2 + half_l + v_max * params.headway
         end = max(min(rail.length + half_l, s0 + reach), min(s0, rail.length) + half_l)
-        sweeps.append(rail.polygon(min(s0, rail.length) - half_l - SWEEP_MARGIN, end + SWEEP_MARGIN, half_w + SWEEP_MARGIN))
+        begin = min(s0, rail.length) - half_l - SWEEP_MARGIN
+        sweeps.append(rail.polygon(begin, end + SWEEP_MARGIN, half_w + SWEEP_MARGIN))
     corridors_arr, sweeps_arr = np.array(corridors, dtype=object), np.array(sweeps, dtype=object)
     meets = np.zeros((n, n + 1), dtype=bool)
     if n:
@@ -482,7 +501,9 @@ def _update_levels(candidates: list[np.ndarray], rail_of: np.ndarray) -> list[_L
     return out
 
 
-def simulate_idm_agents(agents: IDMAgents, ego_rollouts: np.ndarray, params: IDMParameters = IDMParameters()) -> IDMRollout:
+def simulate_idm_agents(
+    agents: IDMAgents, ego_rollouts: np.ndarray, params: IDMParameters = IDMParameters()
+) -> IDMRollout:
     """Step the agents 40 × 0.1 s against each of the K ego rollouts `(K, 41, 11)` (rear-axle states)."""
     return _Stepper(agents, np.asarray(ego_rollouts, dtype=np.float64), params).run()
 
@@ -623,11 +644,14 @@ class _Stepper:
         obstacles = self.table.to_frenet(quads, self.rail_of[members][:, None, None, None])
         half_width = np.broadcast_to(agents.widths[members] / 2.0, own_lo.shape)[..., None, None]
         end = np.broadcast_to(self.path_lengths[members], own_lo.shape)[..., None, None]
-        hit = quad_rect_overlap(obstacles, corridor_start[..., None, None], end, half_width).any(-1)
-        return hit, quad_rect_distance(obstacles, own_lo[..., None, None], own_hi[..., None, None], half_width).min(-1)
+        hit = _fold(quad_rect_overlap(obstacles, corridor_start[..., None, None], end, half_width), np.logical_or)
+        gap = quad_rect_distance(obstacles, own_lo[..., None, None], own_hi[..., None, None], half_width)
+        return hit, _fold(gap, np.minimum)
 
 
-def _frozen_visible(agents: IDMAgents, pairs: list[tuple[int, int]], poses: np.ndarray, active: np.ndarray) -> np.ndarray:
+def _frozen_visible(
+    agents: IDMAgents, pairs: list[tuple[int, int]], poses: np.ndarray, active: np.ndarray
+) -> np.ndarray:
     """`(K, F)`: frozen vehicles whose t0 box overlaps no active agent box at this step."""
     visible = np.ones((poses.shape[0], len(agents.frozen_rows)), dtype=bool)
     if not pairs:
