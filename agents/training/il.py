@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -258,6 +259,9 @@ def train(config: ILConfig) -> dict[str, Any]:
         tokens[split] = scenes.tokens
     if runtime.accelerator is not None:
         runtime.accelerator.wait_for_everyone()
+    if hasattr(agent, "fit_anchors"):  # anchored planners (the VLA) take k-means anchors of the training futures
+        futures = [cache.load(token)[1]["trajectory"].numpy() for token in tokens[config.train_split]]
+        agent.fit_anchors(np.stack(futures), seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     train_data = DataLoader(
         CachedDataset(cache, tokens[config.train_split], config.in_memory),

@@ -68,13 +68,21 @@ class ExpertDriver:
         if self._steps % LANE_CHANGE_CHECK_EVERY == 0:
             self._consider_lane_change(world, ego, table)
         self._steps += 1
-        target = idm_accel(world, ego, table)
+        target = idm_accel(world, ego, table, extra_stop=self._lane_end_gap(world, ego))
         urgent = target < ego.a - 1.5
         limit = (URGENT_JERK_LIMIT if urgent else JERK_LIMIT) * DT
         a = ego.a + float(np.clip(target - ego.a, -limit, JERK_LIMIT * DT))
         a = float(np.clip(a, -self.params.max_decel, self.params.a_max))
         self.odometer += ego.v * DT
         return a
+
+    def _lane_end_gap(self, world: World, ego: Agent) -> float | None:
+        """Gap to the end of an ending lane: a driver who found no gap yet waits there rather than squeezing
+        through the short merge connector."""
+        lane_id = ego.path.lane_at(ego.s + ego.front)
+        if ego.s < self.lane_change_end or not world.net.lanes[lane_id].ends:  # mid-change: already leaving
+            return None
+        return ego.path.lane_span[lane_id][1] - (ego.s + ego.front) - 1.0
 
     # ---------------------------------------------------------------------------------------- lane changes
     def _consider_lane_change(self, world: World, ego: Agent, table: ObjectTable) -> None:

@@ -213,8 +213,14 @@ class World:
                 w.alive = False
 
 
-def idm_accel(world: World, agent: Agent, table: ObjectTable, path: PathTrack | None = None, s: float | None = None) -> float:
-    """IDM acceleration of `agent` against its closest constraint along `path` (default: its own)."""
+def idm_accel(
+    world: World, agent: Agent, table: ObjectTable, path: PathTrack | None = None, s: float | None = None,
+    extra_stop: float | None = None,
+) -> float:
+    """IDM acceleration of `agent` against its closest constraint along `path` (default: its own).
+
+    :param extra_stop: gap [m] from the front bumper to one more virtual stop line the caller wants honoured.
+    """
     path = agent.path if path is None else path
     s = agent.s if s is None else s
     p = agent.params
@@ -222,6 +228,8 @@ def idm_accel(world: World, agent: Agent, table: ObjectTable, path: PathTrack | 
     v0 = max(lane.speed_limit * p.speed_factor, 1.0)
     v = agent.v
     gap, v_lead, virtual = _closest_constraint(world, agent, table, path, s)
+    if extra_stop is not None and extra_stop < gap:
+        gap, v_lead, virtual = extra_stop, 0.0, True
     # Curves: the fastest speed from which the driver can still slow to every curve speed ahead.
     ahead = (path.s >= s) & (path.s <= s + LOOKAHEAD)
     if np.any(ahead):
