@@ -224,6 +224,7 @@ def stage_rl(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoin
     for reward_name, reward in (("rwm", rwm_checkpoint), ("epdms", "epdms")):
         for seed in config.seeds:
             rl = RLConfig(reward_model=reward, total_timesteps=config.rl_timesteps, num_envs=config.rl_num_envs,
+                          batch_size=min(64, config.rl_num_envs * RLConfig.n_steps),
                           audit_scenes=config.rl_audit_scenes, seed=seed, data_root=data_root)
             summary = train_rl(rl, vla_checkpoint, run_dir=folder / "rl" / f"{reward_name}_seed{seed}")
             runs[reward_name].append(summary)

@@ -31,6 +31,7 @@ from torch import nn
 
 from agents.vla.anchors import TrajectoryNormalizer, kinematic_prior_trajectories, kmeans_anchors
 from agents.vla.config import VLAConfig
+from agents.vla.standardizer import RunningStandardizer
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -105,6 +106,7 @@ class DiffusionPlanner(nn.Module):
         prior = kmeans_anchors(kinematic_prior_trajectories(poses), config.num_anchors)
         self.register_buffer("anchors", torch.as_tensor(prior))  # (M, T, 3) [m, m, rad]
 
+        self.ego_standardizer = RunningStandardizer(config.num_history * 7)
         self.ego_embedding = nn.Sequential(
             nn.Linear(config.num_history * 7 + 4, d), nn.ReLU(), nn.Linear(d, d), nn.LayerNorm(d)
         )
@@ -113,7 +115,7 @@ class DiffusionPlanner(nn.Module):
         self.layers = nn.ModuleList(DenoiserLayer(d, config.num_heads) for _ in range(config.planner_layers))
         self.norm = nn.LayerNorm(d)
         self.offset_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, poses * 3))
-        self.score_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1))
+        self.score_head = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, 1))
 
     # -- anchors -------------------------------------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class DiffusionPlanner(nn.Module):
 
     def embed_ego(self, ego_history: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
         """`(B, num_history, 7)` ego history and `(B, 4)` command → `(B, d)`."""
-        return self.ego_embedding(torch.cat([ego_history.flatten(1), command], dim=-1))
+        return self.ego_embedding(torch.cat([self.ego_standardizer(ego_history.flatten(1)), command], dim=-1))
 
     def denoise(self, context: PlannerContext, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict `(x0 (B, M, T, 3), confidence logits (B, M))` from noisy trajectories `(B, M, T, 3)`.
@@ -142,12 +144,14 @@ class DiffusionPlanner(nn.Module):
         batch, modes = x_t.shape[:2]
         t = torch.as_tensor(t, device=x_t.device).expand(batch, modes)
         time = self.time_embedding(sinusoidal_embedding(t, self.config.d_model))
-        queries = self.trajectory_embedding(x_t.flatten(2)) + context.ego.unsqueeze(1)
+        ego = context.ego.unsqueeze(1).expand(-1, modes, -1)
+        condition = time + ego
+        queries = self.trajectory_embedding(x_t.flatten(2)) + ego
         for layer in self.layers:
-            queries = layer(queries, context.tokens, time)
+            queries = layer(queries, context.tokens, condition)
         queries = self.norm(queries)
         x0 = x_t + self.offset_head(queries).view_as(x_t)
-        return x0, self.score_head(queries).squeeze(-1)
+        return x0, self.score_head(torch.cat([queries, ego], dim=-1)).squeeze(-1)
 
     # -- the DDIM Gaussian ---------------------------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ class VLAAgent(AbstractAgent):
     ) -> dict[str, torch.Tensor]:
         """Weighted sum of the planner's L1 + focal terms and the BEV-map / agent-box terms (`VLAConfig` weights)."""
         c = self.config
+        if self.training:  # imitation alone fits the ego statistics, so PPO's rollout and update agree on them
+            self.planner.ego_standardizer.update(features["ego_history"].float().flatten(1))
         context = PlannerContext(predictions["context_tokens"], predictions["context_ego"])
         terms = self.planner.imitation_loss(context, targets["trajectory"].float())
         terms.update(
