@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from irlvla_env.parallel import map_chunks
 from irlvla_env.rewards import SUBSCORE_NAMES, result_subscores
 from reward_models.candidates import CandidateConfig, CandidateGenerator, PolicySampler
 
@@ -254,14 +255,13 @@ def label_split(
         _write_calibration(folder, config, tokens[0], loader)
     chunks = [tokens[i : i + config.shard_size] for i in range(0, len(tokens), config.shard_size)]
     todo = [(i, chunk) for i, chunk in enumerate(chunks) if not shard_path(folder, i).is_file()]
-    done = len(chunks) - len(todo)
     if not todo:
         return folder
-    if config.num_workers <= 1 or len(todo) == 1:
-        for i, chunk in tqdm(todo, desc=f"labelling {config.split}", unit="shard", initial=done, total=len(chunks)):
-            label_shard(config, chunk, vocabulary, str(shard_path(folder, i)), policy, loader, progress=True)
-        return folder
-    _label_with_ray(folder, config, vocabulary, todo, done, len(chunks), policy)
+    workers = 1 if len(todo) == 1 else config.num_workers
+    jobs = [(str(shard_path(folder, i)), chunk) for i, chunk in todo]
+    for _ in map_chunks(_label_job, (config, vocabulary, policy, loader if workers <= 1 else None), jobs, workers,
+                        config.ray_address, desc=f"labelling {config.split}", size=lambda job: len(job[1])):
+        pass  # each job writes its shard atomically; a worker's error re-raises here with its traceback
     return folder
 
 
@@ -279,33 +279,12 @@ def _write_calibration(folder: Path, config: LabellingConfig, token: str, loader
     os.replace(tmp, folder / CALIBRATION_NAME)
 
 
-def _label_with_ray(
-    folder: Path,
-    config: LabellingConfig,
-    vocabulary: np.ndarray,
-    todo: list[tuple[int, list[str]]],
-    done: int,
-    total: int,
-    policy: PolicySampler | None,
-) -> None:
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        init = {"address": config.ray_address} if config.ray_address else {"num_cpus": config.num_workers}
-        ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False, **init)
-    try:
-        task = ray.remote(num_cpus=1)(label_shard)
-        vocabulary_ref = ray.put(vocabulary)
-        pending = [task.remote(config, chunk, vocabulary_ref, str(shard_path(folder, i)), policy) for i, chunk in todo]
-        with tqdm(desc=f"labelling {config.split} (ray)", unit="shard", initial=done, total=total) as bar:
-            while pending:
-                finished, pending = ray.wait(pending, num_returns=1)
-                ray.get(finished)  # re-raises a worker's error with its traceback
-                bar.update(len(finished))
-    finally:
-        if started:
-            ray.shutdown()
+def _label_job(config: LabellingConfig, vocabulary: np.ndarray, policy: PolicySampler | None, loader: Any | None,
+               job: tuple[str, list[str]]) -> str:
+    """One shard: `(path, tokens)` → the written path."""
+    path, tokens = job
+    label_shard(config, tokens, vocabulary, path, policy, loader, progress=False)
+    return path
 
 
 # ------------------------------------------------------------------------------------------- reading back

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from irlvla_env.parallel import chunks, map_chunks
 from irlvla_env.paths import exp_root
 from irlvla_env.scoring.columns import METRIC_COLUMNS
 from irlvla_env.scoring.epdms import EC_MAX_GAP_S, ScorerConfig, score_trajectories
@@ -97,11 +97,6 @@ def write_results(frame: pd.DataFrame, experiment: str, root: Path | None = None
     return path
 
 
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def evaluate_agent(
     agent,
     loader,
@@ -126,36 +121,10 @@ def evaluate_agent(
     todo = [t for t in wanted if t not in failed]
     rows: list[dict] = [{"token": t, "valid": False, "error": reason} for t, reason in
                         (f.split(": ", 1) for f in failures)]  # fmt: skip
-    workers = num_workers or (os.cpu_count() or 1)
-    bar = tqdm(total=len(todo), desc=f"scoring {getattr(agent, 'name', lambda: 'agent')()}", unit="scene")
-    if ray_address is None and workers <= 1:
-        for chunk in _chunks(todo, chunk_size):
-            rows += _score_tokens(agent, loader, str(store.root), chunk, traffic, config)
-            bar.update(len(chunk))
-    else:
-        import ray
-
-        started_here = not ray.is_initialized()
-        if started_here:
-            if ray_address is None:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=ray_address, log_to_driver=False)
-        try:
-            remote = ray.remote(_score_tokens)
-            agent_ref, loader_ref = ray.put(agent), ray.put(loader)
-            pending = {
-                remote.remote(agent_ref, loader_ref, str(store.root), chunk, traffic, config): len(chunk)
-                for chunk in _chunks(todo, chunk_size)
-            }
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                rows += ray.get(done[0])
-                bar.update(pending.pop(done[0]))
-        finally:
-            if started_here:
-                ray.shutdown()
-    bar.close()
+    name = getattr(agent, "name", lambda: "agent")()
+    for part in map_chunks(_score_tokens, (agent, loader, str(store.root)), chunks(todo, chunk_size), num_workers,
+                           ray_address, desc=f"scoring {name}", extra=(traffic, config)):
+        rows += part
     pair_extended_comfort(rows, config)
     order = {t: i for i, t in enumerate(wanted)}
     rows.sort(key=lambda r: order.get(r["token"], len(order)))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from irlvla_env.navsim.dataclasses import Scene
+from irlvla_env.parallel import chunks, map_chunks
 from irlvla_env.scoring.drivable_map import PDMDrivableMap, build_drivable_map
 from irlvla_env.scoring.observation import Observation, build_observation
 from irlvla_env.simulation import vehicle as V
@@ -278,11 +278,6 @@ def _build_and_store(loader, store_root: str, tokens: list[str]) -> tuple[list[s
     return built, failed
 
 
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def build_metric_caches(
     loader,
     store: MetricCacheStore,
@@ -302,34 +297,8 @@ def build_metric_caches(
     failures: list[str] = []
     if not todo:
         return failures
-    workers = num_workers or (os.cpu_count() or 1)
-    bar = tqdm(total=len(todo), desc="metric caches", unit="scene")
-    if ray_address is None and workers <= 1:
-        for chunk in _chunks(todo, chunk_size):
-            _, failed = _build_and_store(loader, str(store.root), chunk)
-            failures += failed
-            bar.update(len(chunk))
-    else:
-        import ray
-
-        started_here = not ray.is_initialized()
-        if started_here:
-            if ray_address is None:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=ray_address, log_to_driver=False)
-        try:
-            remote = ray.remote(_build_and_store)
-            loader_ref = ray.put(loader)
-            pending = {remote.remote(loader_ref, str(store.root), chunk): len(chunk) for chunk in _chunks(todo, chunk_size)}
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                _, failed = ray.get(done[0])
-                failures += failed
-                bar.update(pending.pop(done[0]))
-        finally:
-            if started_here:
-                ray.shutdown()
-    bar.close()
+    for _, failed in map_chunks(_build_and_store, (loader, str(store.root)), chunks(todo, chunk_size), num_workers,
+                                ray_address, desc="metric caches"):
+        failures += failed
     store._scan()
     return failures
