@@ -116,6 +116,8 @@ class DiffusionPlanner(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.offset_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, poses * 3))
         self.score_head = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, 1))
+        self.score_query = nn.Linear(d, d, bias=False)
+        self.score_ego = nn.Linear(d, d, bias=False)
 
     # -- anchors -------------------------------------------------------------------------------------------------
 
@@ -151,7 +153,8 @@ class DiffusionPlanner(nn.Module):
             queries = layer(queries, context.tokens, condition)
         queries = self.norm(queries)
         x0 = x_t + self.offset_head(queries).view_as(x_t)
-        return x0, self.score_head(torch.cat([queries, ego], dim=-1)).squeeze(-1)
+        bilinear = (self.score_query(queries) * self.score_ego(ego)).sum(dim=-1) / math.sqrt(queries.shape[-1])
+        return x0, self.score_head(torch.cat([queries, ego], dim=-1)).squeeze(-1) + bilinear
 
     # -- the DDIM Gaussian ---------------------------------------------------------------------------------------
 
