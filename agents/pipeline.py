@@ -314,7 +314,7 @@ def write_report(folder: Path, config: PipelineConfig, rows: dict[str, dict[str,
     for reward_name, runs in rl.items():
         for run in runs:
             steps = [r.get("timesteps", i) for i, r in enumerate(run.get("rollouts", []))]
-            values = [r.get("reward_mean", np.nan) for r in run.get("rollouts", [])]
+            values = [r.get("reward", np.nan) for r in run.get("rollouts", [])]
             ax.plot(steps, values, label=f"{reward_name} reward, {Path(run['run_dir']).name}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("mean reward per rollout")

@@ -303,3 +303,21 @@ def test_prompt_feature_builder_reads_the_agent_input():
     history = np.array([[-1.5 * (3 - i), 0, 0, 3.0, 0, 0, 0] for i in range(4)])
     ids, mask = tokenizer.encode([driving_prompt(np.eye(4)[0], history)])
     assert torch.equal(features["prompt_ids"], ids[0]) and torch.equal(features["prompt_mask"], mask[0])
+
+
+def test_running_standardizer_pools_batches_exactly():
+    from agents.vla.standardizer import RunningStandardizer
+
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 5, generator=gen) * 3 + 7 for n in (4, 9, 1, 16)]
+    std = RunningStandardizer(5)
+    for batch in batches:
+        std.update(batch)
+    everything = torch.cat(batches)
+    torch.testing.assert_close(std.mean, everything.mean(0))
+    torch.testing.assert_close(std.var, everything.var(0, unbiased=False))
+    standardised = std(everything)
+    torch.testing.assert_close(standardised.mean(0), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(standardised.std(0, unbiased=False), torch.ones(5), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match=r"\(N, 5\)"):
+        std.update(torch.zeros(3, 4))
