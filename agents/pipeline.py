@@ -165,7 +165,8 @@ def stage_data(config: PipelineConfig) -> dict[str, Any]:
     from irlvla_env.synthetic.generate import ensure_dataset
 
     synth = SynthConfig.tiny() if config.synth == "tiny" else SynthConfig.default()
-    root = Path(config.data_root) if config.data_root else paths.data_root()
+    default_root = paths.cache_home() / "synthetic" / "tiny" if config.synth == "tiny" else paths.data_root()
+    root = Path(config.data_root) if config.data_root else default_root  # the tiny world never replaces the default
     ensure_dataset(root, synth, maps_root=root / "maps")
     return {"data_root": str(root), "synthetic": True}
 
