@@ -60,9 +60,9 @@ class PipelineConfig:
     il_epochs: dict[str, int] = field(default_factory=lambda: {"ego_status_mlp": 20, "transfuser": 6, "vla": 6})
     il_max_train_scenes: int | None = None
     il_batch_size: int = 32
-    rwm_train_scenes: int | None = 600
+    rwm_train_scenes: int | None = 1500
     rwm_eval_scenes: int | None = 200
-    rwm_epochs: int = 15
+    rwm_epochs: int = 30
     rwm_policy_samples: int = 8
     rl_timesteps: int = 2048
     rl_num_envs: int = 16

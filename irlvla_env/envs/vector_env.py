@@ -53,6 +53,7 @@ class NavsimVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._tokens: list[str] = []
+        self._obs: dict[str, np.ndarray] = {}
         self._rng = np.random.default_rng()
 
     def _draw(self, n: int) -> list[str]:
@@ -73,7 +74,8 @@ class NavsimVectorEnv(VectorEnv):
         self._tokens = list(tokens) if tokens is not None else self._draw(self.num_envs)
         if len(self._tokens) != self.num_envs:
             raise ValueError(f"reset(options={{'tokens': ...}}) needs {self.num_envs} tokens, got {len(self._tokens)}")
-        return self._observe(self._tokens), {"token": np.array(self._tokens, dtype=object)}
+        self._obs = self._observe(self._tokens)
+        return self._obs, {"token": np.array(self._tokens, dtype=object)}
 
     def step(self, actions: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
         if not self._tokens:
@@ -90,8 +92,7 @@ class NavsimVectorEnv(VectorEnv):
         epdms = np.full(self.num_envs, np.nan)
         uncertainty = np.full(self.num_envs, np.nan)
         good = np.flatnonzero(~bad)
-        finished = self._tokens
-        final_obs = self._observe(finished)
+        finished, final_obs = self._tokens, self._obs
         info: dict[str, Any] = {"token": np.array(finished, dtype=object)}
         if len(good):
             obs_good = {k: v[good] for k, v in final_obs.items()}
@@ -113,6 +114,7 @@ class NavsimVectorEnv(VectorEnv):
         info["bad_action"] = np.array(problems, dtype=object)
         info["final_obs"] = final_obs
         self._tokens = self._draw(self.num_envs)
+        self._obs = self._observe(self._tokens)
         terminated = np.ones(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        return self._observe(self._tokens), rewards, terminated, truncated, info
+        return self._obs, rewards, terminated, truncated, info
