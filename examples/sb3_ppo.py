@@ -19,16 +19,18 @@ from irlvla_env.envs.vector_env import NavsimVectorEnv
 from irlvla_env.envs.wrappers import SB3NavsimVecEnv
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="IRLVLA-NAVSIM-EPDMS-v2", choices=[k for k, v in ENV_IDS.items() if v["mode"] == "single"])
     parser.add_argument("--timesteps", type=int, default=2048)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--max-scenes", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--data-root", default=None, help="dataset root (default: $OPENSCENE_DATA_ROOT or the synthetic world)")
+    args = parser.parse_args(argv)
 
-    venv = SB3NavsimVecEnv(NavsimVectorEnv(args.num_envs, max_scenes=args.max_scenes, **ENV_IDS[args.env]))
+    venv = SB3NavsimVecEnv(NavsimVectorEnv(args.num_envs, max_scenes=args.max_scenes, data_root=args.data_root,
+                                           **ENV_IDS[args.env]))
     venv.seed(args.seed)
     model = PPO("MultiInputPolicy", venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=3e-4,
                 policy_kwargs={"net_arch": [64, 64]}, seed=args.seed, verbose=0)
@@ -36,6 +38,7 @@ def main() -> None:
     model.learn(total_timesteps=args.timesteps, progress_bar=False)
     after = evaluate(model, venv)
     print(f"mean reward of the deterministic policy: before {before:.3f}, after {after:.3f} ({args.timesteps} steps)")
+    return after
 
 
 def evaluate(model: PPO, venv: SB3NavsimVecEnv, rounds: int = 8) -> float:
