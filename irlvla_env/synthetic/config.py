@@ -143,4 +143,4 @@ class SynthConfig:
 
 
 # Bump when the generator's output changes for the same config, so `ensure_dataset` regenerates.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: frame, scene and box tokens hash the config

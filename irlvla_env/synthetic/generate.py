@@ -116,7 +116,9 @@ def generate_log(job: tuple[LogSpec, SynthConfig, str]) -> dict:
     rig = default_rig(tuple(config.image_size))
     ident = LogIdentity(spec.log_name, token(spec.log_name, "log"), spec.vehicle, spec.location, spec.start_us,
                         spec.tile_index)  # fmt: skip
-    frames = build_frames(episode, ident, map_api, rig, spec.log_name)
+    # Tokens also hash the config (and generator version): a regenerated world never reuses the tokens of an
+    # older one, so token-keyed caches (metric caches, features) can never serve stale content.
+    frames = build_frames(episode, ident, map_api, rig, f"{config.config_hash()}/{spec.log_name}")
     lidar = LidarSpec(num_beams=config.lidar_beams, horizontal_resolution_deg=config.lidar_azimuth_step_deg)
     renderer = SensorRenderer(RenderMap.from_map_api(map_api), rig, lidar, seed=spec.seed)
     sensor_rng = np.random.default_rng([spec.seed, 7])
