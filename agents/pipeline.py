@@ -25,6 +25,7 @@ import numpy as np
 from irlvla_env import paths
 
 STAGES = ("data", "il", "rwm", "rl", "eval", "report")
+SCORE = "EPDMS"  # the summary column `agents.evaluate.evaluate_agents` reports
 TABLE_AGENTS = ("constant_velocity", "ego_status_mlp", "transfuser", "vla_il", "vla_rl_rwm", "vla_rl_epdms", "human")
 AGENT_LABELS = {
     "constant_velocity": "ConstantVelocity",
@@ -259,24 +260,33 @@ def aggregate_seeds(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, fl
         groups.setdefault(key.split("@")[0], []).append(row)
     for key, group in groups.items():
         mean = {column: float(np.mean([r[column] for r in group])) for column in group[0]}
-        scores = [r[score_column(r)] for r in group]
+        scores = [r[SCORE] for r in group]
         mean["seeds"] = len(group)
         mean["score_std"] = float(np.std(scores)) if len(group) > 1 else 0.0
         out[key] = mean
     return out
 
 
-def score_column(row: dict[str, float]) -> str:
-    return "EPDMS" if "EPDMS" in row else "score"
-
-
-def write_report(folder: Path, config: PipelineConfig, rows: dict[str, dict[str, float]], rl: dict, rwm: dict,
-                 seconds: dict[str, float]) -> Path:
+def save_plot(path: Path, title: str, ylabel: str, draw: Callable[[Any], None]) -> None:
+    """One PNG figure over env steps, drawn by `draw(ax)`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(7, 4))
+    draw(ax)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(folder: Path, config: PipelineConfig, rows: dict[str, dict[str, float]], rl: dict, rwm: dict,
+                 seconds: dict[str, float]) -> Path:
     report = folder / "report"
     report.mkdir(parents=True, exist_ok=True)
     table = aggregate_seeds(rows)
@@ -288,13 +298,12 @@ def write_report(folder: Path, config: PipelineConfig, rows: dict[str, dict[str,
         row = table[key]
         cells = [f"{100 * row[c]:.1f}" for c in columns]
         if row["seeds"] > 1:
-            cells[columns.index(score_column(row))] += f" ± {100 * row['score_std']:.1f}"
+            cells[columns.index(SCORE)] += f" ± {100 * row['score_std']:.1f}"
         lines.append(f"| {AGENT_LABELS[key]} | " + " | ".join(cells) + f" | {int(row['seeds'])} |")
-    score = score_column(table["vla_il"]) if "vla_il" in table else "EPDMS"
     delta_lines = []
     if {"vla_il", "vla_rl_rwm", "vla_rl_epdms"} <= set(table):
-        gain = 100 * (table["vla_rl_rwm"][score] - table["vla_il"][score])
-        gap = 100 * (table["vla_rl_rwm"][score] - table["vla_rl_epdms"][score])
+        gain = 100 * (table["vla_rl_rwm"][SCORE] - table["vla_il"][SCORE])
+        gap = 100 * (table["vla_rl_rwm"][SCORE] - table["vla_rl_epdms"][SCORE])
         delta_lines = [f"- VLA-IL+RL (RWM) − VLA-IL: {gain:+.2f} EPDMS points (target ≥ +2)",
                        f"- VLA-IL+RL (RWM) − VLA-IL+RL (rule-based): {gap:+.2f} points (target within ±1)"]
     fidelity = rwm.get("metrics", {})
@@ -311,33 +320,23 @@ def write_report(folder: Path, config: PipelineConfig, rows: dict[str, dict[str,
     (report / "report.md").write_text(text)
     (report / "table.json").write_text(json.dumps(table, indent=2))
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for reward_name, runs in rl.items():
-        for run in runs:
-            steps = [r.get("timesteps", i) for i, r in enumerate(run.get("rollouts", []))]
-            values = [r.get("reward", np.nan) for r in run.get("rollouts", [])]
-            ax.plot(steps, values, label=f"{reward_name} reward, {Path(run['run_dir']).name}")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("mean reward per rollout")
-    ax.legend(fontsize=7)
-    ax.set_title("DPPO learning curves")
-    fig.tight_layout()
-    fig.savefig(report / "rl_curves.png", dpi=120)
-    plt.close(fig)
+    def rl_curves(ax) -> None:
+        for reward_name, runs in rl.items():
+            for run in runs:
+                steps = [r.get("timesteps", i) for i, r in enumerate(run.get("rollouts", []))]
+                values = [r.get("reward", np.nan) for r in run.get("rollouts", [])]
+                ax.plot(steps, values, label=f"{reward_name} reward, {Path(run['run_dir']).name}")
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for run in rl.get("rwm", []):
-        audit = run.get("audit", [])
-        steps = [a["timesteps"] for a in audit]
-        ax.plot(steps, [a["reward_model"] for a in audit], "o-", label=f"RWM reward ({Path(run['run_dir']).name})")
-        ax.plot(steps, [a["rule_epdms"] for a in audit], "s--", label=f"rule-based EPDMS ({Path(run['run_dir']).name})")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("held-out navtest scenes")
-    ax.legend(fontsize=7)
-    ax.set_title("Reward-hacking audit: learned reward vs true EPDMS")
-    fig.tight_layout()
-    fig.savefig(report / "rwm_vs_epdms.png", dpi=120)
-    plt.close(fig)
+    def audit_curves(ax) -> None:
+        for run in rl.get("rwm", []):
+            audit, name = run.get("audit", []), Path(run["run_dir"]).name
+            steps = [a["timesteps"] for a in audit]
+            ax.plot(steps, [a["reward_model"] for a in audit], "o-", label=f"RWM reward ({name})")
+            ax.plot(steps, [a["rule_epdms"] for a in audit], "s--", label=f"rule-based EPDMS ({name})")
+
+    save_plot(report / "rl_curves.png", "DPPO learning curves", "mean reward per rollout", rl_curves)
+    save_plot(report / "rwm_vs_epdms.png", "Reward-hacking audit: learned reward vs true EPDMS",
+              "held-out navtest scenes", audit_curves)
     return report
 
 

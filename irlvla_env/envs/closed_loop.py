@@ -27,6 +27,7 @@ from irlvla_env.navsim.dataclasses import AgentInput, EgoStatus, Lidar, Scene
 from irlvla_env.navsim.geometry import global_to_local, local_to_global
 from irlvla_env.observations import build_observation
 from irlvla_env.rewards import RewardOutput, result_subscores
+from irlvla_env.scoring.observation import box_corners
 from irlvla_env.simulation import vehicle
 from irlvla_env.simulation.simulator import local_trajectories_to_states, simulate
 
@@ -61,15 +62,6 @@ def move_points(points: np.ndarray, from_pose: np.ndarray, to_pose: np.ndarray) 
     xyh[:, :2] = points[:2].T
     moved[:2] = global_to_local(local_to_global(xyh, from_pose), to_pose)[:, :2].T
     return moved
-
-
-def box_corners(poses: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Corners `(N, 4, 2)` of boxes centred at `poses` `(N, 3)` with `(length, width)` `sizes` `(N, 2)`."""
-    half = sizes[:, None, :] / 2.0 * np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
-    c, s = np.cos(poses[:, 2])[:, None], np.sin(poses[:, 2])[:, None]
-    x = poses[:, 0:1] + c * half[..., 0] - s * half[..., 1]
-    y = poses[:, 1:2] + s * half[..., 0] + c * half[..., 1]
-    return np.stack([x, y], axis=-1)
 
 
 class ClosedLoopRollout:
@@ -180,7 +172,8 @@ class ClosedLoopRollout:
         mask = np.isin(np.asarray(frame.annotations.names), COLLISION_CLASSES)
         boxes = frame.annotations.boxes[mask]
         if len(boxes):
-            polys = shapely.polygons(box_corners(local_to_global(boxes[:, [0, 1, 6]], logged_pose), boxes[:, 3:5]))
+            glob = local_to_global(boxes[:, [0, 1, 6]], logged_pose)
+            polys = shapely.polygons(box_corners(glob[:, :2], glob[:, 2], boxes[:, 3], boxes[:, 4]))
             if bool(np.any(shapely.intersects(polys, footprint))):
                 return "collision"
         return None

@@ -110,7 +110,7 @@ class NavsimEnv(gym.Env):
         if self._obs is None or self._token is None:
             raise RuntimeError("call reset() before step()")
         action = np.asarray(action, dtype=np.float32)
-        problem = action_problems(action[None] if action.ndim == 2 else action.reshape(1, *action.shape), self.action_space)[0]
+        problem = action_problems(action[None], self.action_space)[0]
         if problem is not None:
             if self.config.bad_action == "raise":
                 raise BadActionError(f"{problem} (scene {self._token}); set bad_action='penalty' to score it instead")
