@@ -170,6 +170,30 @@ def test_chain_scores_match_diffusers_ddim_and_the_planner():
         assert torch.allclose(plan, planner(context)["trajectory"], atol=1e-5)
 
 
+def test_execute_mean_makes_the_last_step_deterministic_and_drops_its_column():
+    agent = tiny_agent()
+    core = VLACore.from_agent(agent, execute_mean=True)
+    sampling = VLACore.from_agent(agent)
+    _, obs = sb3_batch(agent, n=4)
+    k = agent.config.num_inference_steps
+    assert core.num_decisions == k == sampling.num_decisions - 1
+    assert core.decision_weights(0.5).tolist() == sampling.decision_weights(0.5).tolist()[:k - 1] + [1.0]
+    with torch.no_grad():
+        context = core.encode(obs)
+        torch.manual_seed(3)
+        chain = core.sample(context, deterministic=False, min_std=0.05)
+        _, final, mode = core._split(chain)
+        score = core.score(context, chain, min_std=0.05)
+        rows = torch.arange(len(mode))
+        # the executed plan is exactly the executed mode's last mean: no noise on it
+        assert torch.allclose(final, score.params["mean"][rows, -1, mode], atol=1e-6)
+        full = sampling.score(context, chain, min_std=0.05)
+    assert score.log_prob.shape == (4, k)
+    assert torch.allclose(score.log_prob[:, : k - 1], full.log_prob[:, : k - 1])
+    assert torch.allclose(score.log_prob[:, -1], full.log_prob[:, -1])  # the mode choice
+    assert core.reference_copy().execute_mean
+
+
 def test_encode_matches_the_agent_caches_frozen_encoders_and_trains_the_planner():
     agent = tiny_agent()
     core = VLACore.from_agent(agent)

@@ -142,6 +142,48 @@ def test_step_log_prob_reproduces_sampling_and_has_gradients():
     assert not torch.equal(first, planner.sample_chain(context).samples)
 
 
+def test_smooth_basis_plans_are_polynomials_that_start_at_the_ego():
+    """With `smooth_basis_degree=D`, every x0 (every mode, every step) is a degree-D polynomial in time through
+    the ego pose at t = 0, whatever noise the input carries; the per-pose planner is not."""
+    degree = 3
+    batch = 2
+    for smooth in (degree, 0):
+        config = tiny_config(smooth_basis_degree=smooth)
+        planner = DiffusionPlanner(config)
+        context = PlannerContext(torch.randn(batch, 10, config.d_model), torch.randn(batch, config.d_model))
+        noisy = planner.normalized_anchors().unsqueeze(0).expand(batch, -1, -1, -1) + 0.1 * torch.randn(
+            batch, config.num_anchors, config.num_poses, 3)
+        x0, _ = planner.denoise(context, noisy, torch.full((batch, 1), 10))
+        metres = planner.normalizer.denormalize(x0)
+        time = torch.arange(1, config.num_poses + 1, dtype=torch.float32) / config.num_poses
+        basis = time[:, None] ** torch.arange(1, degree + 1)  # no constant: the plan starts at (0, 0, 0)
+        fit = basis @ torch.linalg.lstsq(basis, metres.reshape(-1, config.num_poses, 3).transpose(0, 1).reshape(
+            config.num_poses, -1)).solution
+        residual = (fit - metres.reshape(-1, config.num_poses, 3).transpose(0, 1).reshape(config.num_poses, -1)).abs()
+        assert (residual.max() < 1e-3) == bool(smooth), (smooth, float(residual.max()))
+    with pytest.raises(ValueError, match="smooth_basis_degree"):
+        tiny_config(smooth_basis_degree=9)
+
+
+@pytest.mark.parametrize("target", ["anchor", "prediction"])
+def test_imitation_loss_positive_mode_options(target):
+    """The regression covers the nearest anchors' modes (and, for `prediction`, the winning mode); the
+    classification's positive is the nearest anchor or the best-predicting mode."""
+    config = tiny_config(classification_target=target, regression_neighbours=2, train_max_timestep=1)
+    planner = DiffusionPlanner(config)
+    batch = 4
+    context = PlannerContext(torch.randn(batch, 10, config.d_model), torch.randn(batch, config.d_model))
+    demo = planner.anchors[[0, 1, 2, 3]] + 0.3
+    terms = planner.imitation_loss(context, demo)
+    assert terms["trajectory_reg"].item() > 0 and terms["trajectory_cls"].item() > 0
+    terms["trajectory_reg"].backward()
+    assert planner.offset_head[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="classification_target"):
+        tiny_config(classification_target="oracle")
+    with pytest.raises(ValueError, match="regression_neighbours"):
+        tiny_config(regression_neighbours=7)
+
+
 # -- the whole agent ------------------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction, groups: dict) -> None:
     rl.add_argument("--num-envs", type=int, help="parallel scenes per rollout step")
     rl.add_argument("--data-root", help="dataset root (default $OPENSCENE_DATA_ROOT or the synthetic data)")
     rl.add_argument("--run-dir", help="output folder (default <exp_root>/rl/<timestamp>); an existing one resumes")
+    rl.add_argument("--config", type=json.loads, default={}, metavar="JSON",
+                    help='any other RLConfig fields as a JSON object, e.g. \'{"learning_rate": 3e-5, "bc_coef": 0.5}\'')
     rl.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     rl.set_defaults(func=_train_rl)
 
@@ -39,7 +41,7 @@ def _train_rl(args: argparse.Namespace) -> int:
         "num_envs": args.num_envs,
         "data_root": args.data_root,
     }
-    config = RLConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = RLConfig.from_dict({**args.config, **{k: v for k, v in overrides.items() if v is not None}})
     summary = train_rl(config, args.il_checkpoint, args.run_dir, progress=not args.no_progress)
     brief = {k: v for k, v in summary.items() if k not in ("rollouts", "audit")}
     brief["last_audit"] = summary["audit"][-1] if summary["audit"] else None

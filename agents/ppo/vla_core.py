@@ -39,9 +39,9 @@ MODULE_NAMES = (*SCENE_MODULES, "planner")
 OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command")
 
 
-def num_decisions(config: VLAConfig, num_steps: int | None = None) -> int:
-    """K Gaussian denoising steps, then the mode choice."""
-    return int(num_steps or config.num_inference_steps) + 1
+def num_decisions(config: VLAConfig, num_steps: int | None = None, execute_mean: bool = False) -> int:
+    """K Gaussian denoising steps (K - 1 when the last step executes its mean), then the mode choice."""
+    return int(num_steps or config.num_inference_steps) + (0 if execute_mean else 1)
 
 
 def chain_size(config: VLAConfig, num_steps: int | None = None) -> int:
@@ -120,6 +120,11 @@ class VLACore(nn.Module):
     :param planner: the diffusion planner.
     :param num_steps: K, the denoising steps of the inner MDP (None: the planner's inference steps).
     :param cache_capacity: frozen-encoder outputs kept in memory.
+    :param execute_mean: execute the last step's mean, the predicted `x_0`, instead of a Gaussian sample around it.
+        Exploration then comes from the earlier steps and the mode choice, which reach the plan through the
+        denoiser, so a smooth planner (`smooth_basis_degree`) explores with smooth plans instead of per-pose noise
+        (which the comfort metrics and the reward model punish whatever the policy does). The last step is then no
+        decision: it has no log-probability column.
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class VLACore(nn.Module):
         planner: DiffusionPlanner,
         num_steps: int | None = None,
         cache_capacity: int = 4096,
+        execute_mean: bool = False,
     ) -> None:
         super().__init__()
         self.config = config
@@ -141,14 +147,18 @@ class VLACore(nn.Module):
         self.context_dim = 2 * config.d_model
         self._visited_size = self.num_steps * config.num_anchors * config.num_poses * 3
         self.chain_size = chain_size(config, self.num_steps)
-        self.num_decisions = num_decisions(config, self.num_steps)
+        self.execute_mean = bool(execute_mean)
+        self.num_decisions = num_decisions(config, self.num_steps, self.execute_mean)
         self.frozen: set[str] = set()
         self.cache = SceneTokenCache(cache_capacity)
 
     @classmethod
-    def from_agent(cls, agent: nn.Module, num_steps: int | None = None, cache_capacity: int = 4096) -> "VLACore":
+    def from_agent(
+        cls, agent: nn.Module, num_steps: int | None = None, cache_capacity: int = 4096, execute_mean: bool = False
+    ) -> "VLACore":
         """Wrap a `VLAAgent`; the core trains the agent's own modules in place."""
-        return cls(agent.config, agent.tokenizer, agent.semantic, agent.bev, agent.planner, num_steps, cache_capacity)
+        return cls(agent.config, agent.tokenizer, agent.semantic, agent.bev, agent.planner, num_steps, cache_capacity,
+                   execute_mean)
 
     # ------------------------------------------------------------------------------------------ set-up
     def freeze(self, names: Sequence[str]) -> None:
@@ -175,7 +185,8 @@ class VLACore(nn.Module):
         """A frozen copy: frozen modules (and the cache) are shared, trainable ones are deep-copied."""
         parts = {name: getattr(self, name) if name in self.frozen else copy.deepcopy(getattr(self, name))
                  for name in MODULE_NAMES}
-        reference = VLACore(self.config, self.tokenizer, **parts, num_steps=self.num_steps)
+        reference = VLACore(self.config, self.tokenizer, **parts, num_steps=self.num_steps,
+                            execute_mean=self.execute_mean)
         reference.cache = self.cache
         reference.freeze(MODULE_NAMES)
         return reference
@@ -251,11 +262,15 @@ class VLACore(nn.Module):
         if not deterministic:
             x = x + (1.0 - alpha).sqrt() * torch.randn_like(anchors)
         visited = []
-        for t in steps:
+        for i, t in enumerate(steps):
             visited.append(x)
             x0, logits = planner.denoise(context, x, t)
             mean, std = planner.step_gaussian(x0, x, t, t - stride, self.config.eta)
-            x = mean if deterministic else mean + std.clamp(min=min_std)[..., None, None] * torch.randn_like(mean)
+            last = i == len(steps) - 1
+            if deterministic or (last and self.execute_mean):
+                x = mean
+            else:
+                x = mean + std.clamp(min=min_std)[..., None, None] * torch.randn_like(mean)
         if deterministic:
             mode = logits.argmax(dim=1)
         else:
@@ -267,7 +282,8 @@ class VLACore(nn.Module):
         """Every denoising step of every mode in one decoder call (modes and steps are independent queries).
 
         Columns: step k < K-1 scores the next samples of all M modes (the mode choice depends on all of them);
-        step K-1 the executed mode's `x_0`; the last column the mode choice, log softmax of the confidences at `x_1`.
+        step K-1 the executed mode's `x_0` (no column with `execute_mean`); the last column the mode choice, log
+        softmax of the confidences at `x_1`.
         """
         visited, final, mode = self._split(chain)
         batch, k, m = visited.shape[:3]
@@ -281,14 +297,18 @@ class VLACore(nn.Module):
         rows = torch.arange(batch, device=chain.device)
         inner = gaussian_log_prob(visited[:, 1:], mean[:, :-1], std[:, :-1]).sum(dim=-1)  # (B, K-1)
         selection = logits.view(batch, k, m)[:, -1].log_softmax(dim=-1)  # (B, M)
-        last = gaussian_log_prob(final, mean[rows, -1, mode], std[rows, -1, mode])
-        log_prob = torch.cat([inner, last[:, None], selection[rows, mode][:, None]], dim=1)
+        columns = [inner]
+        if not self.execute_mean:
+            columns.append(gaussian_log_prob(final, mean[rows, -1, mode], std[rows, -1, mode])[:, None])
+        log_prob = torch.cat([*columns, selection[rows, mode][:, None]], dim=1)
         return ChainScore(log_prob, {"mean": mean, "std": std, "selection": selection, "mode": mode})
 
     def decision_weights(self, denoising_gamma: float) -> torch.Tensor:
-        """`gamma^(K-1), …, gamma, 1` for the denoising steps, then 1 for the mode choice."""
+        """`gamma^(K-1), …, gamma, 1` for the denoising steps (without the 1 when the last executes its mean), then
+        1 for the mode choice."""
         k = self.num_steps
-        return torch.tensor([denoising_gamma ** (k - i - 1) for i in range(k)] + [1.0])
+        steps = [denoising_gamma ** (k - i - 1) for i in range(k - 1 if self.execute_mean else k)]
+        return torch.tensor(steps + [1.0])
 
     def kl(self, score: ChainScore, reference: ChainScore) -> torch.Tensor:
         """Gaussian KLs at the visited states (equal stds: `|Δmean|² / 2σ²`) plus KL of the mode choice."""

@@ -60,6 +60,9 @@ class VLAConfig:
     # -- unified diffusion planner (DiffusionDrive-style truncated DDIM) -------------------------------------------
     num_anchors: int = 8  # k-means trajectory anchors = output modes
     planner_layers: int = 2  # decoder layers, shared across denoising steps
+    smooth_basis_degree: int = 0  # > 0: x0 is a polynomial in time (degrees 1..D, so it starts at the ego pose)
+    # per channel: x_t's least-squares coefficients plus predicted ones; every plan is then smooth, which the
+    # comfort metrics (HC, EC) reward. 0: a free offset per pose added to x_t (DiffusionDrive)
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear"
     beta_start: float = 1e-4
@@ -75,6 +78,10 @@ class VLAConfig:
     # -- losses and optimisation (DiffusionDrive's weights) ------------------------------------------------------
     trajectory_reg_weight: float = 8.0  # L1 on the mode of the anchor nearest to the demonstration
     trajectory_cls_weight: float = 10.0  # classification of the nearest anchor from the mode scores
+    classification_target: str = "anchor"  # the positive mode: "anchor" (nearest anchor, DiffusionDrive) or
+    # "prediction" (the mode whose predicted x0 lands nearest the demonstration, as MTP/MultiPath's winner)
+    regression_neighbours: int = 1  # L1 on the modes of this many nearest anchors (1: DiffusionDrive); > 1 makes
+    # a neighbouring mode, picked when two confidences are close, land near the demonstration too
     focal_gamma: float = 0.0  # 0: the paper's BCE; DiffusionDrive's code uses a focal loss with gamma 2 ...
     focal_alpha: float = -1.0  # ... and alpha 0.25; alpha < 0 weights positives and negatives alike
     bev_semantic_weight: float = 14.0
@@ -104,8 +111,9 @@ class VLAConfig:
         """Raise `ValueError` naming the field when a value cannot build a working model."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type == "int" and value <= 0:
-                raise ValueError(f"VLAConfig.{f.name} must be > 0, got {value}")
+            if f.type == "int" and (value < 0 if f.name == "smooth_basis_degree" else value <= 0):
+                bound = ">= 0" if f.name == "smooth_basis_degree" else "> 0"
+                raise ValueError(f"VLAConfig.{f.name} must be {bound}, got {value}")
             if f.type == "float" and f.name != "focal_alpha" and not value >= 0:  # `not >=` also rejects NaN
                 raise ValueError(f"VLAConfig.{f.name} must be >= 0, got {value}")
         if self.d_model % self.num_heads:
@@ -125,6 +133,16 @@ class VLAConfig:
             raise ValueError(
                 "VLAConfig needs 0 < num_inference_steps <= start_timestep <= num_train_timesteps, got "
                 f"{self.num_inference_steps}, {self.start_timestep}, {self.num_train_timesteps}"
+            )
+        if self.smooth_basis_degree > self.num_poses:
+            raise ValueError(f"VLAConfig.smooth_basis_degree={self.smooth_basis_degree} exceeds num_poses={self.num_poses}")
+        if self.classification_target not in ("anchor", "prediction"):
+            raise ValueError(
+                f"VLAConfig.classification_target must be 'anchor' or 'prediction', got {self.classification_target!r}"
+            )
+        if self.regression_neighbours > self.num_anchors:
+            raise ValueError(
+                f"VLAConfig.regression_neighbours={self.regression_neighbours} exceeds num_anchors={self.num_anchors}"
             )
         if self.train_max_timestep > self.num_train_timesteps:
             raise ValueError(f"VLAConfig.train_max_timestep={self.train_max_timestep} > num_train_timesteps")

@@ -114,7 +114,13 @@ class DiffusionPlanner(nn.Module):
         self.time_embedding = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.layers = nn.ModuleList(DenoiserLayer(d, config.num_heads) for _ in range(config.planner_layers))
         self.norm = nn.LayerNorm(d)
-        self.offset_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, poses * 3))
+        degree = config.smooth_basis_degree
+        self.offset_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, (degree or poses) * 3))
+        if degree:
+            time = torch.arange(1, poses + 1, dtype=torch.float32) / poses
+            basis = time[:, None] ** torch.arange(1, degree + 1)  # (T, D)
+            self.register_buffer("smooth_basis", basis, persistent=False)
+            self.register_buffer("smooth_fit", torch.linalg.pinv(basis), persistent=False)  # (D, T) least squares
         self.score_head = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, 1))
         self.score_query = nn.Linear(d, d, bias=False)
         self.score_ego = nn.Linear(d, d, bias=False)
@@ -152,7 +158,12 @@ class DiffusionPlanner(nn.Module):
         for layer in self.layers:
             queries = layer(queries, context.tokens, condition)
         queries = self.norm(queries)
-        x0 = x_t + self.offset_head(queries).view_as(x_t)
+        if self.config.smooth_basis_degree:
+            origin = self.normalizer.normalize(torch.zeros(3, device=x_t.device))  # the ego pose at t = 0
+            coefficients = self.offset_head(queries).view(batch, modes, self.config.smooth_basis_degree, 3)
+            x0 = origin + self.smooth_basis @ (self.smooth_fit @ (x_t - origin) + coefficients)
+        else:
+            x0 = x_t + self.offset_head(queries).view_as(x_t)
         bilinear = (self.score_query(queries) * self.score_ego(ego)).sum(dim=-1) / math.sqrt(queries.shape[-1])
         return x0, self.score_head(torch.cat([queries, ego], dim=-1)).squeeze(-1) + bilinear
 
@@ -277,7 +288,9 @@ class DiffusionPlanner(nn.Module):
 
     def imitation_loss(self, context: PlannerContext, trajectory: torch.Tensor) -> dict[str, torch.Tensor]:
         """DiffusionDrive's loss: noise the anchors to t ~ U[0, train_max_timestep), denoise once, then L1 of the
-        mode whose anchor is nearest to the demonstration `(B, T, 3)` [m] plus a focal loss on the mode scores."""
+        mode whose anchor is nearest to the demonstration `(B, T, 3)` [m] (and of the next `regression_neighbours - 1`
+        nearest) plus a focal loss on the mode scores. With `classification_target="prediction"` the positive mode
+        is the one whose prediction lands nearest, and it is regressed as well."""
         batch = trajectory.shape[0]
         anchors = self.normalized_anchors().unsqueeze(0).expand(batch, -1, -1, -1)
         t = torch.randint(0, self.config.train_max_timestep, (batch, 1), device=trajectory.device)
@@ -285,19 +298,30 @@ class DiffusionPlanner(nn.Module):
         alpha = self.alphas_cumprod[t][..., None, None]
         x_t = (alpha.sqrt() * anchors + (1.0 - alpha).sqrt() * noise).clamp(-1.0, 1.0)
         x0, logits = self.denoise(context, x_t, t)
-        target = nearest_anchor(self.anchors, trajectory)
-        rows = torch.arange(batch, device=trajectory.device)
-        predicted = self.normalizer.denormalize(x0[rows, target])
-        regression = F.l1_loss(predicted, trajectory)
+        positives = anchors_by_distance(self.anchors, trajectory)[:, : self.config.regression_neighbours]  # (B, n)
+        target = positives[:, 0]
+        if self.config.classification_target == "prediction":  # the winner is trained to regress too
+            with torch.no_grad():
+                error = (self.normalizer.denormalize(x0)[..., :2] - trajectory[:, None, :, :2]).norm(dim=-1).mean(-1)
+                target = error.argmin(dim=1)
+            positives = torch.cat([positives, target[:, None]], dim=1)
+        rows = torch.arange(batch, device=trajectory.device)[:, None]
+        predicted = self.normalizer.denormalize(x0[rows, positives])  # (B, n, T, 3)
+        regression = F.l1_loss(predicted, trajectory[:, None].expand_as(predicted))
         labels = F.one_hot(target, self.config.num_anchors).float()
         focal = sigmoid_focal_loss(logits, labels, self.config.focal_alpha, self.config.focal_gamma)
         return {"trajectory_reg": regression, "trajectory_cls": focal}
 
 
+def anchors_by_distance(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
+    """`(B, M)` anchor indices `(M, T, 3)` sorted by mean xy distance to each trajectory `(B, T, 3)`, nearest first."""
+    distance = (anchors[None, :, :, :2] - trajectory[:, None, :, :2]).norm(dim=-1).mean(dim=-1)
+    return distance.argsort(dim=1)
+
+
 def nearest_anchor(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
     """Index `(B,)` of the anchor `(M, T, 3)` with the smallest mean xy distance to each trajectory `(B, T, 3)`."""
-    distance = (anchors[None, :, :, :2] - trajectory[:, None, :, :2]).norm(dim=-1).mean(dim=-1)
-    return distance.argmin(dim=1)
+    return anchors_by_distance(anchors, trajectory)[:, 0]
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
