@@ -58,7 +58,7 @@ class PipelineConfig:
     data_root: str | None = None
     output_dir: str | None = None
     il_agents: tuple[str, ...] = ("ego_status_mlp", "transfuser", "vla")
-    il_epochs: dict[str, int] = field(default_factory=lambda: {"ego_status_mlp": 20, "transfuser": 6, "vla": 6})
+    il_epochs: dict[str, int] = field(default_factory=lambda: {"ego_status_mlp": 20, "transfuser": 10, "vla": 10})
     il_max_train_scenes: int | None = None
     il_batch_size: int = 32
     rwm_train_scenes: int | None = 1500

@@ -156,7 +156,8 @@ def test_chain_scores_match_diffusers_ddim_and_the_planner():
         # Per-decision log-probabilities are the planner's own Gaussians: all modes' first steps, the executed
         # mode's last step, then the log-probability of choosing that mode.
         per_mode = torch.stack([
-            planner.step_log_prob(context, torch.cat([visited[:, :, j], final[:, None]], dim=1), min_std=0.05)
+            planner.step_log_prob(context, torch.cat([visited[:, :, j], final[:, None]], dim=1), min_std=0.05,
+                                  mode_index=torch.full((len(mode),), j))
             for j in range(m)
         ], dim=1)  # (B, M, K): the last column is only meaningful for the executed mode
         assert score.log_prob.shape == (len(mode), k + 1)

@@ -130,8 +130,10 @@ def test_step_log_prob_reproduces_sampling_and_has_gradients():
         assert (chain.stds >= config.min_std).all()
         again = planner.step_log_prob(context, chain)
         assert torch.allclose(again, chain.log_probs, rtol=1e-5, atol=1e-3)
-        from_samples = planner.step_log_prob(context, chain.samples)  # what a rollout buffer stores
+        from_samples = planner.step_log_prob(context, chain.samples, mode_index=chain.mode_index)  # a buffer's view
         assert torch.allclose(from_samples, again)
+    with pytest.raises(ValueError, match="mode_index"):
+        planner.step_log_prob(context, chain.samples)
     looser = planner.step_log_prob(context, chain, min_std=0.1)
     assert not torch.allclose(looser, again)
     looser.sum().backward()
@@ -161,6 +163,12 @@ def test_smooth_basis_plans_are_polynomials_that_start_at_the_ego():
             config.num_poses, -1)).solution
         residual = (fit - metres.reshape(-1, config.num_poses, 3).transpose(0, 1).reshape(config.num_poses, -1)).abs()
         assert (residual.max() < 1e-3) == bool(smooth), (smooth, float(residual.max()))
+    planner = DiffusionPlanner(tiny_config(smooth_basis_degree=degree))
+    with pytest.raises(ValueError, match="anchor_index"):
+        planner.denoise(context, noisy[:, :2], torch.full((batch, 1), 10))
+    # the plan rests on the named anchor: noise in x_t moves it only through the network's features
+    x0_clean, _ = planner.denoise(context, noisy[:, :2], torch.full((batch, 1), 10), anchor_index=torch.tensor([0, 1]))
+    assert x0_clean.shape == (batch, 2, config.num_poses, 3)
     with pytest.raises(ValueError, match="smooth_basis_degree"):
         tiny_config(smooth_basis_degree=9)
 

@@ -18,6 +18,7 @@ class RLConfig:
     :param min_logprob_std: floor of the std when evaluating log-probabilities (stability).
     :param execute_mean: execute the last denoising step's mean (the predicted `x_0`) rather than a sample around it;
         exploration comes from the earlier steps and the mode choice (`agents.ppo.vla_core.VLACore`).
+    :param mode_temperature: temperature of the softmax over mode confidences that the executed mode is drawn from.
     :param denoising_gamma: advantage at denoising step k is scaled by gamma^(K-k-1): early noisy steps count less.
     :param clip_range: PPO clip of the per-step ratio.
     :param bc_coef: weight of the KL regulariser toward the frozen imitation policy (0 switches it off).
@@ -52,9 +53,10 @@ class RLConfig:
     max_grad_norm: float = 1.0
     target_kl: float | None = None
     denoising_steps: int | None = None
-    min_sampling_std: float = 0.05
+    min_sampling_std: float = 0.02
     min_logprob_std: float = 0.05
     execute_mean: bool = True
+    mode_temperature: float = 0.1
     denoising_gamma: float = 0.9
     bc_coef: float = 0.1
     uncertainty_penalty: float = 0.0

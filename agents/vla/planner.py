@@ -144,10 +144,15 @@ class DiffusionPlanner(nn.Module):
         """`(B, num_history, 7)` ego history and `(B, 4)` command → `(B, d)`."""
         return self.ego_embedding(torch.cat([self.ego_standardizer(ego_history.flatten(1)), command], dim=-1))
 
-    def denoise(self, context: PlannerContext, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def denoise(
+        self, context: PlannerContext, x_t: torch.Tensor, t: torch.Tensor, anchor_index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict `(x0 (B, M, T, 3), confidence logits (B, M))` from noisy trajectories `(B, M, T, 3)`.
 
         `t` is `(B, M)` (or broadcastable), so one call can score different denoising steps side by side.
+        `anchor_index` `(M,)` or `(B, M)` names the anchor each query's chain started from; by default query j is
+        anchor j. The smooth planner builds its plan on that anchor, so the noise in `x_t` reaches the plan only
+        through the network, which learns to discard it (on `x_t` itself, 1.2 m of plan moved with the noise).
         """
         batch, modes = x_t.shape[:2]
         t = torch.as_tensor(t, device=x_t.device).expand(batch, modes)
@@ -160,8 +165,15 @@ class DiffusionPlanner(nn.Module):
         queries = self.norm(queries)
         if self.config.smooth_basis_degree:
             origin = self.normalizer.normalize(torch.zeros(3, device=x_t.device))  # the ego pose at t = 0
+            anchors = self.normalized_anchors()
+            if anchor_index is None:
+                if modes != len(anchors):
+                    raise ValueError(f"denoise got {modes} queries per scene for {len(anchors)} anchors: pass anchor_index")
+                base = anchors.expand(batch, -1, -1, -1)
+            else:
+                base = anchors[anchor_index].expand(batch, modes, -1, -1)
             coefficients = self.offset_head(queries).view(batch, modes, self.config.smooth_basis_degree, 3)
-            x0 = origin + self.smooth_basis @ (self.smooth_fit @ (x_t - origin) + coefficients)
+            x0 = origin + self.smooth_basis @ (self.smooth_fit @ (base - origin) + coefficients)
         else:
             x0 = x_t + self.offset_head(queries).view_as(x_t)
         bilinear = (self.score_query(queries) * self.score_ego(ego)).sum(dim=-1) / math.sqrt(queries.shape[-1])
@@ -259,10 +271,12 @@ class DiffusionPlanner(nn.Module):
         min_std: float | None = None,
         eta: float | None = None,
         start_timestep: int | None = None,
+        mode_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`(B, K)` log N(x_{k-1}; mean_θ(x_k), std²) of a stored chain under the current weights.
 
-        `chain` is a `DenoisingChain` or its `samples` `(B, K+1, T, 3)`; all K steps run in one decoder call.
+        `chain` is a `DenoisingChain` or its `samples` `(B, K+1, T, 3)` plus the anchor `mode_index` `(B,)` it
+        started from; all K steps run in one decoder call.
         """
         eta = self.config.eta if eta is None else eta
         min_std = self.config.min_std if min_std is None else min_std
@@ -273,7 +287,11 @@ class DiffusionPlanner(nn.Module):
         stride = int(steps[-1]) + 1
         inputs = samples[:, :-1]
         t = steps.unsqueeze(0).expand(samples.shape[0], -1)
-        x0, _ = self.denoise(context, inputs, t)
+        if isinstance(chain, DenoisingChain):
+            mode_index = chain.mode_index
+        if mode_index is None:
+            raise ValueError("step_log_prob needs the chain's mode_index (its anchor) when given bare samples")
+        x0, _ = self.denoise(context, inputs, t, anchor_index=mode_index[:, None].expand_as(t))
         mean, std = self.step_gaussian(x0, inputs, t, t - stride, eta)
         return gaussian_log_prob(samples[:, 1:], mean, std.clamp(min=min_std))
 
@@ -290,7 +308,14 @@ class DiffusionPlanner(nn.Module):
         """DiffusionDrive's loss: noise the anchors to t ~ U[0, train_max_timestep), denoise once, then L1 of the
         mode whose anchor is nearest to the demonstration `(B, T, 3)` [m] (and of the next `regression_neighbours - 1`
         nearest) plus a focal loss on the mode scores. With `classification_target="prediction"` the positive mode
-        is the one whose prediction lands nearest, and it is regressed as well."""
+        is the one whose prediction lands nearest, and it is regressed as well.
+
+        Each scene is denoised from `noise_draws` independent noise levels: the planner is cheap next to the scene
+        encoders, so extra draws give it more gradient per encoded scene for little cost."""
+        draws = self.config.noise_draws
+        if draws > 1:
+            context = PlannerContext(context.tokens.repeat(draws, 1, 1), context.ego.repeat(draws, 1))
+            trajectory = trajectory.repeat(draws, 1, 1)
         batch = trajectory.shape[0]
         anchors = self.normalized_anchors().unsqueeze(0).expand(batch, -1, -1, -1)
         t = torch.randint(0, self.config.train_max_timestep, (batch, 1), device=trajectory.device)
