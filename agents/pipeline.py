@@ -44,6 +44,7 @@ class PipelineConfig:
 
     :param synth: synthetic-world size (`default` or `tiny`); ignored when `$OPENSCENE_DATA_ROOT` points at real data.
     :param il_epochs: imitation epochs per agent.
+    :param il_agent_kwargs: constructor arguments per agent (e.g. fewer VLA anchors for a world with few scenes).
     :param il_max_train_scenes: cap on navtrain scenes for imitation (None: all).
     :param rwm_train_scenes / rwm_eval_scenes: navtrain / navtest scenes whose candidates are labelled.
     :param rwm_epochs: RWM training epochs.
@@ -59,6 +60,7 @@ class PipelineConfig:
     output_dir: str | None = None
     il_agents: tuple[str, ...] = ("ego_status_mlp", "transfuser", "vla")
     il_epochs: dict[str, int] = field(default_factory=lambda: {"ego_status_mlp": 20, "transfuser": 10, "vla": 10})
+    il_agent_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     il_max_train_scenes: int | None = None
     il_batch_size: int = 32
     rwm_train_scenes: int | None = 1500
@@ -89,6 +91,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "toy": {
         "synth": "tiny",
         "il_epochs": {"ego_status_mlp": 2, "transfuser": 1, "vla": 1},
+        "il_agent_kwargs": {"vla": {"num_anchors": 8}},  # k-means needs more futures than anchors: 14 here
         "il_batch_size": 8,
         "rwm_train_scenes": 8,
         "rwm_eval_scenes": 6,
@@ -178,9 +181,11 @@ def stage_il(config: PipelineConfig, data_root: str, folder: Path) -> dict[str, 
 
     checkpoints = {}
     for agent in config.il_agents:
+        kwargs = {"agent_kwargs": config.il_agent_kwargs[agent]} if agent in config.il_agent_kwargs else {}
         il = ILConfig.preset(
             "cpu" if config.name != "real" else "real",
             agent=agent,
+            **kwargs,  # only when given: the real preset fills in its own sizes otherwise
             data_root=data_root,
             run_dir=str(folder / "il" / agent),
             epochs=config.il_epochs.get(agent, 5),
@@ -203,7 +208,8 @@ def stage_rwm(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoi
     policy = VLASampler(vla_checkpoint) if vla_checkpoint and config.rwm_policy_samples else None
     candidates = {"num_policy": config.rwm_policy_samples if policy else 0}
     labelling = LabellingConfig(split="navtrain", data_root=data_root, max_scenes=config.rwm_train_scenes,
-                                num_workers=config.workers, candidates=candidates)
+                                num_workers=config.workers, candidates=candidates,
+                                policy_id=policy.identity() if policy else None)
     train_config = RWMTrainConfig.for_variant("rwm", run_name=config.name, epochs=config.rwm_epochs,
                                               labelling=labelling)
     train_config = dataclasses.replace(train_config, labels_dir=str(prepare_labels(train_config, policy=policy)))
@@ -364,6 +370,16 @@ class VLASampler:
         with torch.no_grad():
             modes = self._agent(batch)["modes"][0]
         return modes.cpu().numpy().astype(np.float32)
+
+    def identity(self) -> str:
+        """A digest of the checkpoint's weights: labels made with other weights must not be reused."""
+        import hashlib
+
+        from agents.abstract_agent import WEIGHTS_NAME
+        from agents.registry import resolve_checkpoint
+
+        weights = resolve_checkpoint(self.checkpoint) / WEIGHTS_NAME
+        return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
     def __getstate__(self) -> dict:
         return {"checkpoint": self.checkpoint, "_agent": None}

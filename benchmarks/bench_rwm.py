@@ -6,6 +6,7 @@ caches that are already built (labelling built them), so neither side pays for s
     python benchmarks/bench_rwm.py                       # the latest trained `rwm`, navtest labels
     python benchmarks/bench_rwm.py --reward-model PATH --scenes 16 --threads 2
     python benchmarks/bench_rwm.py --untrained            # shape-only: a fresh RWM (no training needed)
+    python benchmarks/bench_rwm.py --untrained --candidate-head attention
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from irlvla_env.rewards import EPDMSReward, make_reward_model
 from reward_models.evaluate import flatten_scenes
 from reward_models.labelling import LabelledScenes, LabellingConfig
-from reward_models.model import RewardWorldModel, RWMConfig, RWMRewardModel, observation_shapes
+from reward_models.model import CANDIDATE_HEADS, RewardWorldModel, RWMConfig, RWMRewardModel, observation_shapes
 
 
 def timed(model, observations, trajectories, tokens, repeats: int) -> float:
@@ -37,6 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reward-model", default="rwm", help="registered name or checkpoint folder")
     parser.add_argument("--untrained", action="store_true", help="time a freshly initialised RWM instead")
+    parser.add_argument("--candidate-head", default="cost_volume", choices=CANDIDATE_HEADS,
+                        help="candidate head of the untrained RWM")
     parser.add_argument("--split", default="navtest", help="labelled split to take the candidates from")
     parser.add_argument("--labels-dir", help="labelled shards (default: the split's default labelling folder)")
     parser.add_argument("--scenes", type=int, default=8, help="scenes in the batch (all their candidates)")
@@ -50,7 +53,9 @@ def main() -> None:
     scenes = np.arange(min(args.scenes, len(data)))
     observations, trajectories, tokens = flatten_scenes(data, scenes)
     if args.untrained:
-        rwm = RWMRewardModel(RewardWorldModel(RWMConfig(**observation_shapes(data.observations))), name="rwm-untrained")
+        config = RWMConfig(candidate_head=args.candidate_head, camera_calibration=data.camera_calibration,
+                           **observation_shapes(data.observations))  # the layout a trained model has
+        rwm = RWMRewardModel(RewardWorldModel(config), name=f"rwm-untrained-{args.candidate_head}")
     else:
         rwm = make_reward_model(args.reward_model)
     scorer = EPDMSReward(metric_cache_root=labelling.resolved_metric_cache_root())

@@ -39,6 +39,8 @@ class RWMLossConfig:
 
     :param irl_weight: maximum-entropy IRL term on the IRL reward head.
     :param supervised_weight: sub-score heads (CE, BCE, EP regression), scaled per head by `subscore_weights`.
+    :param map_weight: auxiliary BCE of the cost-volume maps against rasterised drivable area, red lights and
+        occupancy (`scene_targets.py`; training only, cost-volume head only).
     :param epdms_weight: MSE of the composed EPDMS to the scorer's EPDMS.
     :param ranking_weight: listwise ranking of candidates by composed EPDMS.
     :param irl_temperature: T of the IRL softmax.
@@ -50,6 +52,7 @@ class RWMLossConfig:
 
     irl_weight: float = 1.0
     supervised_weight: float = 1.0
+    map_weight: float = 1.0
     epdms_weight: float = 4.0
     ranking_weight: float = 0.5
     irl_temperature: float = 1.0
@@ -65,6 +68,8 @@ class RWMLossConfig:
         weights = (self.irl_weight, self.supervised_weight, self.epdms_weight, self.ranking_weight)
         if min(weights) < 0 or max(weights) == 0:
             raise ValueError(f"RWMLossConfig weights must be >= 0 with at least one > 0, got {weights}")
+        if self.map_weight < 0:
+            raise ValueError(f"RWMLossConfig.map_weight must be >= 0, got {self.map_weight}")
 
 
 def max_entropy_irl_loss(reward: torch.Tensor, demo_index: int = 0, temperature: float = 1.0) -> torch.Tensor:
@@ -76,6 +81,15 @@ def ranking_loss(predicted: torch.Tensor, target: torch.Tensor, temperature: flo
     """ListNet over candidates: `predicted (S, K, M)`, `target (S, K)` -> `(S, M)`."""
     target_dist = (target / temperature).softmax(dim=1)[..., None]
     return -(target_dist * (predicted / temperature).log_softmax(dim=1)).sum(dim=1)
+
+
+def map_loss(static_logits: torch.Tensor, dynamic_logits: torch.Tensor, static_targets: torch.Tensor,
+             dynamic_targets: torch.Tensor) -> torch.Tensor:
+    """BCE of the first map channels against the scene targets: static `(S, C_s >= 2, G, G)` vs `(S, 2, G, G)`,
+    dynamic `(S, T, C_d >= 1, g, g)` vs occupancy `(S, T, g, g)`."""
+    static = F.binary_cross_entropy_with_logits(static_logits[:, : static_targets.shape[1]], static_targets.float())
+    dynamic = F.binary_cross_entropy_with_logits(dynamic_logits[:, :, 0], dynamic_targets.float())
+    return static + dynamic
 
 
 def rwm_loss(

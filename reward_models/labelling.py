@@ -52,6 +52,8 @@ class LabellingConfig:
     :param metric_cache_root: where metric caches are stored for reuse (None: `exp_root()/metric_cache`).
     :param candidates: per-scene candidate counts and seed.
     :param observation: keyword arguments of `ObservationConfig` (sizes of what the policy sees).
+    :param policy_id: identity of the policy whose samples fill the policy slots (e.g. a digest of its weights), so
+        labels made with another policy go to another folder instead of being silently reused.
     """
 
     split: str = "navtrain"
@@ -64,6 +66,7 @@ class LabellingConfig:
     metric_cache_root: str | None = None
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     observation: dict[str, Any] = field(default_factory=dict)
+    policy_id: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.candidates, dict):
@@ -79,6 +82,7 @@ class LabellingConfig:
             "shard_size": self.shard_size,
             "candidates": asdict(self.candidates),
             "observation": self.observation,
+            "policy_id": self.policy_id,
         }
 
     def digest(self) -> str:

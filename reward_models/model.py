@@ -5,11 +5,15 @@ map or the ground-truth boxes the rule-based scorer uses — so it can stand in 
 
 Shape of the computation, chosen so one scene serves K candidates cheaply:
 
-- `encode_scene(obs)` runs once per scene: a small CNN over the camera and one over the LiDAR BEV give scene tokens;
-  ego status and command give two more; attention keys/values and the BEV feature map are precomputed here.
-- `score(ctx, trajectories)` runs per candidate: the 8 poses become pose tokens that (i) read the BEV feature map
-  at their own location (bilinear sampling: collisions and off-road are local), (ii) cross-attend to the scene
-  tokens, and (iii) are pooled with a whole-trajectory MLP embedding into a trunk feature.
+- `encode_scene(obs)` runs once per scene; `score(ctx, trajectories)` runs per candidate. What happens in between
+  is `RWMConfig.candidate_head`:
+  - `"attention"` (default): the camera and LiDAR CNNs give scene tokens; each of the 8 poses (i) reads the fine BEV
+    features and the camera features where its footprint lands, (ii) cross-attends to the scene tokens; pooled with
+    a whole-trajectory embedding into the trunk feature.
+  - `"cost_volume"` (`cost_volume.py`): the scene is painted into BEV maps (static, and one set per pose time for
+    what moves); a candidate only reads them bilinearly at its footprint and look-ahead points (and the camera where
+    its footprint is seen), then a per-pose MLP, max/mean pooling over poses and a whole-trajectory kinematics MLP
+    give the trunk feature. About 2.5x fewer FLOPs per candidate, the same per scene.
 - An ensemble of M small heads over the shared trunk predicts, per member: NC and DDC as 3-class distributions over
   {0, 0.5, 1}; DAC, TLC, TTC, LK, HC, EC as Bernoulli probabilities; EP in [0, 1]; and a scalar IRL reward.
   Member disagreement is the uncertainty.
@@ -42,11 +46,12 @@ from irlvla_env.rewards import (
     check_trajectories,
     group_rows_by_token,
 )
+from reward_models.cost_volume import FOOTPRINT, CostVolumeEncoder, CostVolumeScorer, footprint_points
 from reward_models.projection import StripProjector
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # configs without the newer fields (candidate_head, ...) load as the attention model they are
 OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command")
 
 # Head layout of one ensemble member's output vector.
@@ -55,6 +60,7 @@ BINARY = ("DAC", "TLC", "TTC", "LK", "HC", "EC")
 CLASS_VALUES = (0.0, 0.5, 1.0)
 _SLICES = {"NC": slice(0, 3), "DDC": slice(3, 6), "binary": slice(6, 12), "EP": slice(12, 13), "IRL": slice(13, 14)}
 HEAD_OUTPUTS = 14
+CANDIDATE_HEADS = ("attention", "cost_volume")
 
 
 @dataclass
@@ -76,6 +82,12 @@ class RWMConfig:
         the ego footprint lands in the image, not only through attention.
     :param ec_available: compose EPDMS with EC (two-stage labels) or without it (one-stage: denominator 14).
     :param reward_source: what `RWMRewardModel.reward` returns: `"epdms"` (composed) or `"irl"` (the IRL head).
+    :param candidate_head: how a candidate reads the scene: `"attention"` (default: every pose cross-attends to the
+        scene tokens and samples the BEV/camera features) or `"cost_volume"` (bilinear reads of BEV maps painted once
+        per scene, `cost_volume.py`: 1.0-1.4x the whole-batch throughput at K = 72 on a loaded CPU core, ~0.01 lower
+        EPDMS correlation on navtest; it pays where many candidates share a scene, not in RL where each has one).
+    :param map_width: channels of the cost-volume BEV features; `static_maps` the time-independent maps and
+        `dynamic_maps` the maps per pose time (cost-volume head only).
     """
 
     camera_shape: tuple[int, int] = (64, 256)
@@ -98,9 +110,15 @@ class RWMConfig:
     camera_calibration: list | None = None
     ec_available: bool = False
     reward_source: str = "epdms"
+    candidate_head: str = "attention"
+    map_width: int = 32
+    static_maps: int = 16
+    dynamic_maps: int = 4
 
     def __post_init__(self) -> None:
         self.camera_shape = tuple(int(v) for v in self.camera_shape)
+        if self.candidate_head not in CANDIDATE_HEADS:
+            raise ValueError(f"RWMConfig.candidate_head must be one of {CANDIDATE_HEADS}, got {self.candidate_head!r}")
         if self.reward_source not in ("epdms", "irl"):
             raise ValueError(f"RWMConfig.reward_source must be 'epdms' or 'irl', got {self.reward_source!r}")
         if not any((self.use_camera, self.use_lidar, self.use_ego_status, self.use_command)):
@@ -129,25 +147,28 @@ class RWMConfig:
 class SceneContext:
     """Per-scene features computed once by `encode_scene` and reused for every candidate.
 
-    :param keys, values: `(S, heads, N, width/heads)` attention keys and values of the scene tokens.
-    :param pooled: `(S, width)` summary vector.
-    :param bev: `(S, C, B/2, B/2)` fine BEV feature map sampled at the ego footprint, or None without LiDAR.
-    :param camera_map: `(S, C, H/8, W/8)` camera features sampled where the footprint is seen, or None.
+    :param pooled: `(S, width)` summary vector (both candidate heads).
+    :param keys, values: `(S, heads, N, width/heads)` attention keys and values of the scene tokens (attention head).
+    :param bev: `(S, C, B/2, B/2)` fine BEV feature map sampled at the ego footprint, or None (attention head).
+    :param camera_map: `(S, C, h, w)` camera features sampled where the footprint is seen, or None.
+    :param static_maps: `(S, C_s, G, G)` and `dynamic_maps` `(S, T, C_d, G/2, G/2)` BEV cost maps (cost-volume head).
     """
 
-    keys: torch.Tensor
-    values: torch.Tensor
     pooled: torch.Tensor
-    bev: torch.Tensor | None
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    bev: torch.Tensor | None = None
     camera_map: torch.Tensor | None = None
+    static_maps: torch.Tensor | None = None
+    dynamic_maps: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.pooled.shape[0]
 
     def select(self, index: torch.Tensor) -> "SceneContext":
         """The contexts of scenes `index` (e.g. for a subset of a batch)."""
-        pick = lambda x: None if x is None else x[index]
-        return SceneContext(self.keys[index], self.values[index], self.pooled[index], pick(self.bev), pick(self.camera_map))
+        return SceneContext(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                               for f in fields(self)})
 
 
 @dataclass
@@ -187,9 +208,10 @@ class RWMPrediction:
         out["EP"] = self.ep_logit.sigmoid()
         return {name: out[name] for name in SUBSCORE_NAMES}
 
-    def epdms(self, ec_available: bool) -> torch.Tensor:
-        """`(..., M)` EPDMS composed per member from the expected sub-scores (module docstring)."""
-        s = self.expected_subscores()
+    def epdms(self, ec_available: bool, subscores: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """`(..., M)` EPDMS composed per member from the expected sub-scores (module docstring); pass `subscores`
+        when `expected_subscores()` is already at hand."""
+        s = subscores if subscores is not None else self.expected_subscores()
         product = s["NC"] * s["DAC"] * s["DDC"] * s["TLC"]
         weighted = 5 * s["EP"] + 5 * s["TTC"] + 2 * s["LK"] + 2 * s["HC"]
         if ec_available:
@@ -197,22 +219,8 @@ class RWMPrediction:
         return product * weighted / 14.0
 
 
-# Where the BEV is read for each pose: the ego box centre and its four corners, in the rear-axle frame
-# (nuPlan Pacifica: centre 1.461 m ahead of the rear axle, 5.176 m x 2.297 m), so collisions and curbs are local.
-_HALF_LENGTH, _HALF_WIDTH, _CENTRE = 5.176 / 2, 2.297 / 2, 1.461
-FOOTPRINT = ((_CENTRE, 0.0), (_CENTRE + _HALF_LENGTH, _HALF_WIDTH), (_CENTRE + _HALF_LENGTH, -_HALF_WIDTH),
-             (_CENTRE - _HALF_LENGTH, _HALF_WIDTH), (_CENTRE - _HALF_LENGTH, -_HALF_WIDTH))  # fmt: skip
 BEV_FEATURES = 16
 CAMERA_FEATURES = 32
-
-
-def footprint_points(trajectories: torch.Tensor) -> torch.Tensor:
-    """`(..., P, 3)` rear-axle poses -> `(..., P, 5, 2)` local positions of the footprint points."""
-    offsets = torch.tensor(FOOTPRINT, dtype=trajectories.dtype, device=trajectories.device)  # (F, 2)
-    c, s = trajectories[..., 2].cos()[..., None], trajectories[..., 2].sin()[..., None]
-    x = trajectories[..., 0:1] + c * offsets[:, 0] - s * offsets[:, 1]
-    y = trajectories[..., 1:2] + s * offsets[:, 0] + c * offsets[:, 1]
-    return torch.stack([x, y], dim=-1)
 
 
 def _conv_stack(channels: Sequence[int]) -> nn.Sequential:
@@ -224,11 +232,50 @@ def _conv_stack(channels: Sequence[int]) -> nn.Sequential:
 
 
 class RewardWorldModel(nn.Module):
-    """Scene encoder + trajectory encoder + ensemble of sub-score/IRL heads (module docstring)."""
+    """Scene encoder + candidate encoder (`RWMConfig.candidate_head`) + ensemble of sub-score/IRL heads."""
 
     def __init__(self, config: RWMConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or RWMConfig()
+        if config.candidate_head == "cost_volume":
+            self.scene_encoder = CostVolumeEncoder(config)
+            self.candidate_encoder = CostVolumeScorer(config)
+        else:
+            self._build_attention(config)
+        m, t, h = config.ensemble_size, config.trunk_width, config.head_width
+        self.head_w1 = nn.Parameter(torch.randn(m, t, h) / math.sqrt(t))
+        self.head_b1 = nn.Parameter(torch.zeros(m, h))
+        self.head_w2 = nn.Parameter(torch.randn(m, h, HEAD_OUTPUTS) / math.sqrt(h))
+        self.head_b2 = nn.Parameter(torch.zeros(m, HEAD_OUTPUTS))
+
+    def encode_scene(self, observations: dict[str, torch.Tensor]) -> SceneContext:
+        """Scene features of a batch of S scenes (`camera (S, H, W, 3)` uint8, `lidar_bev (S, C, B, B)`,
+        `ego_status (S, T, 7)`, `command (S, 4)`), computed once and shared by all candidates of each scene."""
+        if self.config.candidate_head == "cost_volume":
+            static, dynamic, pooled, camera = self.scene_encoder(observations)
+            return SceneContext(pooled, camera_map=camera, static_maps=static, dynamic_maps=dynamic)
+        return self._encode_attention(observations)
+
+    def score(self, ctx: SceneContext, trajectories: torch.Tensor) -> RWMPrediction:
+        """Head outputs for `trajectories (S, K, P, 3)` (K candidates of each of the S scenes in `ctx`)."""
+        if trajectories.shape[0] != len(ctx):
+            raise ValueError(f"score got trajectories for {trajectories.shape[0]} scenes but a context of {len(ctx)}")
+        trajectories = trajectories.float()
+        if self.config.candidate_head == "cost_volume":
+            trunk = self.candidate_encoder(ctx.static_maps, ctx.dynamic_maps, ctx.pooled, ctx.camera_map, trajectories)
+        else:
+            trunk = self._trunk_attention(ctx, trajectories)
+        # the attention head keeps the GELU its checkpoints were trained with; the cost volume uses ReLU (cheaper on CPU)
+        activation = F.gelu if self.config.candidate_head == "attention" else F.relu
+        hidden = activation(torch.einsum("skt,mth->skmh", trunk, self.head_w1) + self.head_b1)
+        return RWMPrediction(torch.einsum("skmh,mho->skmo", hidden, self.head_w2) + self.head_b2)
+
+    def forward(self, observations: dict[str, torch.Tensor], trajectories: torch.Tensor) -> RWMPrediction:
+        return self.score(self.encode_scene(observations), trajectories)
+
+    # ------------------------------------------------------------------------------ the attention candidate head
+
+    def _build_attention(self, config: RWMConfig) -> None:
         w = config.width
         num_tokens = 0
         if config.use_camera:
@@ -276,17 +323,8 @@ class RewardWorldModel(nn.Module):
         self.trunk = nn.Sequential(
             nn.Linear(trunk_in, config.trunk_width), nn.GELU(), nn.Linear(config.trunk_width, config.trunk_width), nn.GELU()
         )
-        m, t, h = config.ensemble_size, config.trunk_width, config.head_width
-        self.head_w1 = nn.Parameter(torch.randn(m, t, h) / math.sqrt(t))
-        self.head_b1 = nn.Parameter(torch.zeros(m, h))
-        self.head_w2 = nn.Parameter(torch.randn(m, h, HEAD_OUTPUTS) / math.sqrt(h))
-        self.head_b2 = nn.Parameter(torch.zeros(m, HEAD_OUTPUTS))
 
-    # ----------------------------------------------------------------------------------------- scene side
-
-    def encode_scene(self, observations: dict[str, torch.Tensor]) -> SceneContext:
-        """Scene features of a batch of S scenes (`camera (S, H, W, 3)` uint8, `lidar_bev (S, C, B, B)`,
-        `ego_status (S, T, 7)`, `command (S, 4)`), computed once and shared by all candidates of each scene."""
+    def _encode_attention(self, observations: dict[str, torch.Tensor]) -> SceneContext:
         cfg = self.config
         tokens: list[torch.Tensor] = []
         bev = camera_map = None
@@ -311,9 +349,7 @@ class RewardWorldModel(nn.Module):
         keys, values = self.key_value(scene).chunk(2, dim=-1)
         heads = cfg.attention_heads
         split = lambda x: x.unflatten(-1, (heads, -1)).transpose(1, 2)  # (S, heads, N, w/heads)
-        return SceneContext(split(keys), split(values), self.scene_summary(scene.mean(1)), bev, camera_map)
-
-    # ------------------------------------------------------------------------------------ candidate side
+        return SceneContext(self.scene_summary(scene.mean(1)), split(keys), split(values), bev, camera_map)
 
     def _pose_features(self, trajectories: torch.Tensor) -> torch.Tensor:
         """`(S, K, P, 3)` local poses -> `(S, K, P, 8)` scale-free features."""
@@ -327,20 +363,18 @@ class RewardWorldModel(nn.Module):
             [xy / scale, heading.cos()[..., None], heading.sin()[..., None], step / 2.0, speed / 10.0, time], dim=-1
         )
 
-    def score(self, ctx: SceneContext, trajectories: torch.Tensor) -> RWMPrediction:
-        """Head outputs for `trajectories (S, K, P, 3)` (K candidates of each of the S scenes in `ctx`)."""
+    def _trunk_attention(self, ctx: SceneContext, trajectories: torch.Tensor) -> torch.Tensor:
+        """Trunk features `(S, K, T)`: poses cross-attend to the scene tokens and sample the BEV/camera features."""
         cfg = self.config
         s, k, p, _ = trajectories.shape
-        if s != len(ctx):
-            raise ValueError(f"score got trajectories for {s} scenes but a context of {len(ctx)}")
-        features = self._pose_features(trajectories.float())
+        features = self._pose_features(trajectories)
         poses = self.pose_encoder(features) + self.pose_position  # (S, K, P, w)
         query = self.query(poses).reshape(s, k * p, cfg.attention_heads, -1).transpose(1, 2)
         attended = F.scaled_dot_product_attention(query, ctx.keys, ctx.values)  # (S, heads, K*P, w/heads)
         attended = self.attention_out(attended.transpose(1, 2).reshape(s, k, p, cfg.width))
         parts = [poses, attended]
         if ctx.bev is not None:
-            points = footprint_points(trajectories.float())  # (S, K, P, F, 2)
+            points = footprint_points(trajectories)  # (S, K, P, F, 2)
             # BEV layout (irlvla_env.observations.lidar_bev): row 0 is x = +range (ahead), column 0 is y = +range
             # (left). grid_sample's first coordinate runs over columns, the second over rows, both from -1 to 1.
             grid = (-points[..., [1, 0]] / cfg.bev_range_m).reshape(s, -1, 1, 2)
@@ -348,19 +382,14 @@ class RewardWorldModel(nn.Module):
             sampled = sampled.squeeze(-1).transpose(1, 2).reshape(s, k, p, -1)
             parts.append(self.footprint_encoder(sampled))
         if ctx.camera_map is not None and self.projector is not None:
-            grid, visible = self.projector(footprint_points(trajectories.float()))  # (S, K, P, F, 2), (S, K, P, F)
+            grid, visible = self.projector(footprint_points(trajectories))  # (S, K, P, F, 2), (S, K, P, F)
             seen = F.grid_sample(ctx.camera_map, grid.reshape(s, -1, 1, 2), align_corners=False, padding_mode="zeros")
             seen = seen.squeeze(-1).transpose(1, 2).reshape(s, k, p, len(FOOTPRINT), -1)
             parts.append(self.ground_encoder(torch.cat([seen, visible[..., None].float()], -1).flatten(-2)))
         mixed = self.pose_mixer(torch.cat(parts, dim=-1))
         whole = self.trajectory_encoder(features.flatten(-2))
         scene = ctx.pooled[:, None].expand(s, k, cfg.width)
-        trunk = self.trunk(torch.cat([mixed.mean(-2), mixed.amax(-2), whole, scene], dim=-1))  # (S, K, T)
-        hidden = F.gelu(torch.einsum("skt,mth->skmh", trunk, self.head_w1) + self.head_b1)
-        return RWMPrediction(torch.einsum("skmh,mho->skmo", hidden, self.head_w2) + self.head_b2)
-
-    def forward(self, observations: dict[str, torch.Tensor], trajectories: torch.Tensor) -> RWMPrediction:
-        return self.score(self.encode_scene(observations), trajectories)
+        return self.trunk(torch.cat([mixed.mean(-2), mixed.amax(-2), whole, scene], dim=-1))  # (S, K, T)
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
@@ -510,10 +539,11 @@ class RWMRewardModel:
         self, observations: dict[str, np.ndarray], trajectories: np.ndarray, tokens: Sequence[str]
     ) -> RewardOutput:
         prediction = self.predict_tensors(observations, trajectories, tokens)
-        subscores = {k: v.mean(-1).cpu().numpy().astype(np.float64) for k, v in prediction.expected_subscores().items()}
+        expected = prediction.expected_subscores()
+        subscores = {k: v.mean(-1).cpu().numpy().astype(np.float64) for k, v in expected.items()}
         if not self.config.ec_available:  # never trained on EC (one-stage labels): say so, as the scorer does
             subscores["EC"] = np.full(len(trajectories), np.nan)
-        members = prediction.epdms(self.config.ec_available)  # (B, M)
+        members = prediction.epdms(self.config.ec_available, expected)  # (B, M)
         epdms = members.mean(-1).cpu().numpy().astype(np.float64)
         if self.config.reward_source == "irl":
             reward = prediction.irl_reward.mean(-1).cpu().numpy().astype(np.float64)

@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 from irlvla_env.paths import exp_root
 from reward_models.candidates import ensure_vocabulary
 from reward_models.evaluate import fidelity_metrics
-from reward_models.irl import RWMLossConfig, rwm_loss
+from reward_models.irl import RWMLossConfig, map_loss, rwm_loss
 from reward_models.labelling import LabelledScenes, LabellingConfig, label_split
 from reward_models.model import RewardWorldModel, RWMConfig, RWMPrediction, observation_shapes, observations_to_tensors
+from reward_models.scene_targets import SceneTargets, ensure_scene_targets
 
 # Ablation variants: overrides of the default config, applied by name.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -215,6 +216,19 @@ def validate(model: RewardWorldModel, data: LabelledScenes, config: RWMTrainConf
     return metrics
 
 
+def map_targets(config: RWMTrainConfig, model_config: RWMConfig, train: LabelledScenes,
+                progress: bool) -> SceneTargets | None:
+    """Auxiliary map targets of the training scenes (rows aligned with `train`), or None when the loss has no map
+    term or the model no maps."""
+    if config.loss.map_weight <= 0 or model_config.candidate_head != "cost_volume":
+        return None
+    if not (model_config.use_lidar or model_config.use_camera):
+        return None
+    return ensure_scene_targets(config.resolved_labels_dir(), train.tokens, config.labelling.resolved_metric_cache_root(),
+                                grid=model_config.lidar_bins // 2, range_m=model_config.bev_range_m,
+                                num_poses=model_config.num_poses, progress=progress)
+
+
 def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progress: bool = True) -> Path:
     """Train (or resume) the run of `config`; returns the folder of the best model.
 
@@ -239,6 +253,7 @@ def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progre
     train, val = data.split(config.val_fraction, seed=config.seed)
     if len(val) == 0:
         val = train
+    targets = map_targets(config, model_config, train, progress)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     model = RewardWorldModel(model_config).to(config.device)
@@ -279,7 +294,13 @@ def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progre
                 scenes = order[b * config.batch_scenes : (b + 1) * config.batch_scenes]
                 picks = candidate_subset(len(scenes), train.num_candidates, config.candidates_per_step, rng)
                 obs, trajectories, labels, epdms = batch_tensors(train, scenes, picks, model_config, config.device)
-                loss, parts = rwm_loss(model(obs, trajectories), labels, epdms, config.loss, generator=generator)
+                ctx = model.encode_scene(obs)
+                loss, parts = rwm_loss(model.score(ctx, trajectories), labels, epdms, config.loss, generator=generator)
+                if targets is not None:
+                    aux = map_loss(ctx.static_maps, ctx.dynamic_maps, *(torch.as_tensor(a[scenes], device=config.device)
+                                                                         for a in (targets.static, targets.dynamic)))
+                    loss = loss + config.loss.map_weight * aux
+                    parts["maps"] = float(aux.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

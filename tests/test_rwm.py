@@ -275,7 +275,7 @@ def test_loss_parts_switch_off_and_reject_mismatched_labels():
 def test_training_lowers_the_loss_ranks_the_demo_first_and_publishes_latest(exp_root):
     data = tiny_scenes(12)
     config = RWMTrainConfig(model=RWMConfig(**TINY), epochs=60, batch_scenes=4, candidates_per_step=16, lr=1e-2,
-                            val_fraction=0.0, num_threads=1)
+                            val_fraction=0.0, num_threads=1, loss=RWMLossConfig(map_weight=0.0))  # no metric caches
     model = RewardWorldModel(config.model)
     start = rwm_loss(predict_scenes(model, data), torch.as_tensor(data.labels), torch.as_tensor(data.epdms),
                      RWMLossConfig(bootstrap=False))[0]
