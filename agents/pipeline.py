@@ -136,8 +136,17 @@ class StageLog:
     def result(self, stage: str) -> Any:
         return self.data[stage]["result"]
 
+    def forget(self, *stages: str) -> None:
+        """Mark `stages` as not done (their trainers still resume what they finished)."""
+        for stage in stages:
+            self.data.pop(stage, None)
+        self._write()
+
     def record(self, stage: str, result: Any, seconds: float) -> None:
         self.data[stage] = {"result": result, "seconds": round(seconds, 1)}
+        self._write()
+
+    def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str))
         os.replace(tmp, self.path)
@@ -222,6 +231,15 @@ def stage_rwm(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoi
     report = evaluate_rwm(RWMRewardModel.from_pretrained(best, name="rwm"), LabelledScenes.load(eval_dir),
                           folder / "rwm_eval", rule_based=rule)
     return {"checkpoint": str(best), "metrics": report["metrics"]}
+
+
+def expected_rl_runs(config: PipelineConfig) -> dict[str, list[dict[str, str]]]:
+    """The RL runs `stage_rl` makes, in the shape of its result (only their folder names)."""
+    return {reward: [{"run_dir": f"{reward}_seed{seed}"} for seed in config.seeds] for reward in ("rwm", "epdms")}
+
+
+def rl_run_names(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    return {reward: [Path(run["run_dir"]).name for run in group] for reward, group in runs.items()}
 
 
 def stage_rl(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoint: str, rwm_checkpoint: str) -> dict:
@@ -394,6 +412,8 @@ def run_pipeline(config: PipelineConfig) -> Path:
     root = data["data_root"]
     il = run_stage(log, "il", lambda: stage_il(config, root, folder))
     rwm = run_stage(log, "rwm", lambda: stage_rwm(config, root, folder, il.get("vla")))
+    if log.done("rl") and rl_run_names(log.result("rl")) != rl_run_names(expected_rl_runs(config)):
+        log.forget("rl", "eval")  # other seeds asked for: finished runs resume at once, the new ones train
     rl = run_stage(log, "rl", lambda: stage_rl(config, root, folder, il["vla"], rwm["checkpoint"]))
     checkpoints: dict[str, str | None] = {"constant_velocity": None, "human": None}
     for agent in config.il_agents:

@@ -42,3 +42,19 @@ def test_pipeline_resumes_without_redoing_stages(pipeline_run, capsys):
     after = json.loads((config.folder() / "stages.json").read_text())
     assert before == after
     assert "done before, reusing" in capsys.readouterr().out
+
+
+def test_other_rl_seeds_invalidate_the_rl_and_eval_stages(tmp_path):
+    from agents.pipeline import StageLog, expected_rl_runs, rl_run_names
+
+    one, three = PipelineConfig.preset("toy", seeds=(0,)), PipelineConfig.preset("toy", seeds=(0, 1, 2))
+    recorded = {"rwm": [{"run_dir": str(tmp_path / "rl" / "rwm_seed0"), "exported": "x"}],
+                "epdms": [{"run_dir": str(tmp_path / "rl" / "epdms_seed0"), "exported": "y"}]}
+    assert rl_run_names(recorded) == rl_run_names(expected_rl_runs(one))
+    assert rl_run_names(recorded) != rl_run_names(expected_rl_runs(three))
+    log = StageLog(tmp_path)
+    for stage in ("il", "rl", "eval"):
+        log.record(stage, recorded, 1.0)
+    log.forget("rl", "eval")
+    again = StageLog(tmp_path)  # what a resumed pipeline reads back
+    assert again.done("il") and not again.done("rl") and not again.done("eval")
