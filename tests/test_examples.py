@@ -33,3 +33,17 @@ def test_stock_sb3_ppo_trains_on_the_env(synthetic_root):
     after = load("sb3_ppo").main(["--timesteps", "64", "--num-envs", "2", "--max-scenes", "4",
                                   "--data-root", str(synthetic_root)])
     assert np.isfinite(after) and 0.0 <= after <= 1.0
+
+
+def test_mode_selection_ranks_the_vlas_modes(synthetic_root, tmp_path):
+    from agents.vla import VLAAgent
+    from agents.vla.anchors import kinematic_prior_trajectories
+
+    agent = VLAAgent(num_anchors=6, d_model=32, num_heads=2)
+    agent.fit_anchors(kinematic_prior_trajectories())
+    agent.save_pretrained(tmp_path / "vla")
+    picks = load("mode_selection").main(["--vla", str(tmp_path / "vla"), "--reward-model", "epdms", "--scenes", "2",
+                                         "--data-root", str(synthetic_root)])
+    assert set(picks) == {"confidence", "reward", "kl_optimum", "best"}
+    assert picks["reward"] == pytest.approx(picks["best"])  # the rule-based reward picks the rule-based best
+    assert all(0.0 <= value <= picks["best"] + 1e-9 for value in picks.values())
