@@ -47,3 +47,17 @@ def test_mode_selection_ranks_the_vlas_modes(synthetic_root, tmp_path):
     assert set(picks) == {"confidence", "reward", "kl_optimum", "best"}
     assert picks["reward"] == pytest.approx(picks["best"])  # the rule-based reward picks the rule-based best
     assert all(0.0 <= value <= picks["best"] + 1e-9 for value in picks.values())
+
+
+def test_mode_distillation_fits_the_confidence_to_the_teacher(synthetic_root, tmp_path):
+    from agents.vla import VLAAgent
+    from agents.vla.anchors import kinematic_prior_trajectories
+
+    agent = VLAAgent(num_anchors=6, d_model=32, num_heads=2)
+    agent.fit_anchors(kinematic_prior_trajectories())
+    agent.save_pretrained(tmp_path / "vla")
+    result = load("mode_distillation").main(["--vla", str(tmp_path / "vla"), "--reward-model", "epdms",
+                                             "--train-scenes", "4", "--test-scenes", "2", "--epochs", "3",
+                                             "--data-root", str(synthetic_root)])
+    assert 0.0 <= result["before"] <= 1.0 and 0.0 <= result["after"] <= 1.0
+    assert np.isfinite(result["loss"]) and result["loss"] > 0
