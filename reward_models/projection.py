@@ -18,42 +18,26 @@ from torch import nn
 MIN_DEPTH = 0.5  # [m] points closer to (or behind) a camera are not visible in it
 
 
-def _share_widths(aspects: list[float], total: int) -> list[int]:
-    """Strip columns per camera; mirrors `irlvla_env.observations.camera.stitch_cameras` (largest remainders)."""
-    exact = np.asarray(aspects) / np.sum(aspects) * total
-    widths = np.maximum(np.floor(exact).astype(int), 1)
-    for i in np.argsort(-(exact - np.floor(exact)))[: total - widths.sum()]:
-        widths[i] += 1
-    return widths.tolist()
-
-
 def strip_calibration(agent_input: Any, observation_config: Any) -> list[dict[str, list]]:
     """Per camera of the strip (in strip order): `intrinsics (3, 3)`, `rotation (3, 3)` camera->ego,
     `translation (3,)`, `crop (left, top, right, bottom)` [px of the camera image], `columns (u0, u1)` [strip px]."""
-    from irlvla_env.observations.camera import crop_box
+    from irlvla_env.observations.camera import strip_layout
 
-    cameras = agent_input.cameras[-1]
-    entries, boxes = [], []
-    for name in observation_config.cameras:
-        camera = getattr(cameras, name)
+    cameras = [getattr(agent_input.cameras[-1], name) for name in observation_config.cameras]
+    for name, camera in zip(observation_config.cameras, cameras):
         if camera.image is None or camera.intrinsics is None or camera.sensor2lidar_rotation is None:
             raise ValueError(f"camera calibration needs the image and calibration of {name}; load it with the sensors")
-        height, width = np.shape(camera.image)[:2]
-        side = 0.0 if name == "cam_f0" else observation_config.side_crop
-        box = crop_box(height, width, side, observation_config.top_bottom_crop)
-        boxes.append(box)
-        entries.append({
+    layout = strip_layout([np.shape(camera.image)[:2] for camera in cameras], observation_config)
+    return [
+        {
             "intrinsics": np.asarray(camera.intrinsics, float).tolist(),
             "rotation": np.asarray(camera.sensor2lidar_rotation, float).tolist(),
             "translation": np.asarray(camera.sensor2lidar_translation, float).tolist(),
             "crop": [float(v) for v in box],
-        })
-    widths = _share_widths([(b[2] - b[0]) / (b[3] - b[1]) for b in boxes], observation_config.image_width)
-    left = 0
-    for entry, width in zip(entries, widths):
-        entry["columns"] = [float(left), float(left + width)]
-        left += width
-    return entries
+            "columns": [float(left), float(right)],
+        }
+        for camera, (box, (left, right)) in zip(cameras, layout)
+    ]
 
 
 class StripProjector(nn.Module):
