@@ -4,17 +4,10 @@
 builders and the observation layer they pull in.
 """
 
-from typing import Any
-
 from agents.vla.config import VLAConfig
 from agents.vla.planner import DenoisingChain, DiffusionPlanner, PlannerContext
+from irlvla_env.lazy import lazy_exports
 
 __all__ = ["DenoisingChain", "DiffusionPlanner", "PlannerContext", "VLAAgent", "VLAConfig"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "VLAAgent":
-        from agents.vla.policy import VLAAgent
-
-        return VLAAgent
-    raise AttributeError(f"module 'agents.vla' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, globals(), {"VLAAgent": "agents.vla.policy"})

@@ -5,8 +5,7 @@ Heavy classes are imported lazily so that `import irlvla_env` (which registers t
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from irlvla_env.lazy import lazy_exports
 
 _LAZY = {
     "NavsimEnv": "irlvla_env.envs.navsim_env",
@@ -21,8 +20,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'irlvla_env.envs' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, globals(), _LAZY)

@@ -6,8 +6,7 @@ pull in pyogrio, pandas and PIL.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from irlvla_env.lazy import lazy_exports
 
 _EXPORTS = {
     "irlvla_env.navsim.dataclasses": (
@@ -29,12 +28,7 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 __all__ = sorted(_MODULE_OF)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, globals(), _MODULE_OF)
 
 
 def __dir__() -> list[str]:

@@ -6,7 +6,7 @@ imported lazily, so importing a light module of this package (e.g. `sensors`) do
 
 from __future__ import annotations
 
-from typing import Any
+from irlvla_env.lazy import lazy_exports
 
 _LAZY = {
     "ensure_dataset": "irlvla_env.synthetic.generate",
@@ -15,10 +15,4 @@ _LAZY = {
 }
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'irlvla_env.synthetic' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, globals(), _LAZY)
