@@ -22,6 +22,7 @@ import numpy as np
 import shapely
 from tqdm.auto import tqdm
 
+from irlvla_env.navsim.geometry import rotate_vectors
 from reward_models.labelling import save_npz_atomic
 
 VERSION = 1  # bump when what a target means changes: caches of another version are rebuilt, not reused
@@ -55,8 +56,7 @@ def cell_centres(grid: int, range_m: float) -> np.ndarray:
 
 
 def _to_global(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    c, s = np.cos(pose[2]), np.sin(pose[2])
-    return np.stack([pose[0] + c * points[..., 0] - s * points[..., 1], pose[1] + s * points[..., 0] + c * points[..., 1]], -1)
+    return pose[:2] + rotate_vectors(points, pose[2])
 
 
 def rasterise(cache, grid: int, range_m: float, num_poses: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +66,7 @@ def rasterise(cache, grid: int, range_m: float, num_poses: int) -> tuple[np.ndar
     pose = np.asarray(cache.ego_state[:3], dtype=np.float64)
     fine = _to_global(cell_centres(grid, range_m), pose).reshape(-1, 2)
     static = np.zeros((2, grid * grid), np.uint8)
-    drivable_map = cache.drivable_map
-    inside, _ = drivable_map._containing(fine, drivable_map._of_layers(DRIVABLE_LAYERS))
-    static[0, inside] = 1
+    static[0] = cache.drivable_map.points_in_layers(fine, DRIVABLE_LAYERS)
     observation = cache.observation
     active = np.asarray(observation.red_light_active[0], bool) if observation.red_light_active.size else np.zeros(0, bool)
     for polygon in np.asarray(observation.red_light_polygons)[active]:

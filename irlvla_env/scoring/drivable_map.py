@@ -85,6 +85,13 @@ class PDMDrivableMap:
     def _of_layers(self, layers: tuple[SemanticMapLayer, ...]) -> np.ndarray:
         return np.isin(self.layers, [int(layer) for layer in layers])
 
+    def points_in_layers(self, points: np.ndarray, layers: tuple[SemanticMapLayer, ...]) -> np.ndarray:
+        """`(N,)` bool: which points `(N, 2)` lie strictly inside some polygon of `layers`."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        inside = np.zeros(len(points), dtype=bool)
+        inside[self._containing(points, self._of_layers(layers))[0]] = True
+        return inside
+
     def ego_areas(
         self, corners: np.ndarray, centers: np.ndarray, rear_axles: np.ndarray, route_lane_ids: set[str] | list[str]
     ) -> EgoAreas:
