@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
+INT_MINIMUM = {"smooth_basis_degree": 0}  # integer fields that may be 0 (every other one must be >= 1)
+
+
 @dataclass
 class VLAConfig:
     """Sizes of the three modules (semantic, 3D, planner), the diffusion schedule and the loss weights."""
@@ -114,9 +117,8 @@ class VLAConfig:
         """Raise `ValueError` naming the field when a value cannot build a working model."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type == "int" and (value < 0 if f.name == "smooth_basis_degree" else value <= 0):
-                bound = ">= 0" if f.name == "smooth_basis_degree" else "> 0"
-                raise ValueError(f"VLAConfig.{f.name} must be {bound}, got {value}")
+            if f.type == "int" and value < INT_MINIMUM.get(f.name, 1):
+                raise ValueError(f"VLAConfig.{f.name} must be >= {INT_MINIMUM.get(f.name, 1)}, got {value}")
             if f.type == "float" and f.name != "focal_alpha" and not value >= 0:  # `not >=` also rejects NaN
                 raise ValueError(f"VLAConfig.{f.name} must be >= 0, got {value}")
         if self.d_model % self.num_heads:

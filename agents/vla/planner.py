@@ -327,8 +327,7 @@ class DiffusionPlanner(nn.Module):
         target = positives[:, 0]
         if self.config.classification_target == "prediction":  # the winner is trained to regress too
             with torch.no_grad():
-                error = (self.normalizer.denormalize(x0)[..., :2] - trajectory[:, None, :, :2]).norm(dim=-1).mean(-1)
-                target = error.argmin(dim=1)
+                target = mean_xy_distance(self.normalizer.denormalize(x0), trajectory).argmin(dim=1)
             positives = torch.cat([positives, target[:, None]], dim=1)
         rows = torch.arange(batch, device=trajectory.device)[:, None]
         predicted = self.normalizer.denormalize(x0[rows, positives])  # (B, n, T, 3)
@@ -338,10 +337,14 @@ class DiffusionPlanner(nn.Module):
         return {"trajectory_reg": regression, "trajectory_cls": focal}
 
 
+def mean_xy_distance(modes: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
+    """`(B, M)` mean xy distance of modes `(M, T, 3)` or `(B, M, T, 3)` to each trajectory `(B, T, 3)`."""
+    return (modes[..., :2] - trajectory[:, None, :, :2]).norm(dim=-1).mean(dim=-1)
+
+
 def anchors_by_distance(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
     """`(B, M)` anchor indices `(M, T, 3)` sorted by mean xy distance to each trajectory `(B, T, 3)`, nearest first."""
-    distance = (anchors[None, :, :, :2] - trajectory[:, None, :, :2]).norm(dim=-1).mean(dim=-1)
-    return distance.argsort(dim=1)
+    return mean_xy_distance(anchors, trajectory).argsort(dim=1)
 
 
 def nearest_anchor(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
