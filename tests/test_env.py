@@ -116,6 +116,19 @@ def test_vector_env_matches_single_envs(pool):
         assert info["final_obs"]["camera"][i].shape == single_obs["camera"].shape
 
 
+def test_vector_env_scores_candidates_of_the_current_scenes_without_stepping(pool):
+    venv = NavsimVectorEnv(num_envs=2, reward_model="epdms", scene_pool=pool)
+    venv.reset(options={"tokens": pool.tokens[:2]})
+    candidates = np.stack([np.stack([straight(s) for s in (0.0, 4.0, 9.0)])] * 2)  # (2 envs, 3 plans, 8, 3)
+    output = venv.score_candidates(candidates)
+    assert output.reward.shape == (6,)
+    with pytest.raises(ValueError, match=r"\(2, M, 8, 3\)"):
+        venv.score_candidates(candidates[:1])
+    _, rewards, _, _, info = venv.step(candidates[:, 1])  # the scenes have not changed: same scores
+    assert list(info["token"]) == list(pool.tokens[:2])
+    np.testing.assert_allclose(rewards, output.reward.reshape(2, 3)[:, 1])
+
+
 def test_sb3_vec_env_adapter_steps(pool):
     venv = SB3NavsimVecEnv(NavsimVectorEnv(num_envs=2, reward_model="epdms", scene_pool=pool))
     obs = venv.reset()

@@ -8,6 +8,7 @@ end-to-end tests run `train_rl` on the tiny synthetic data set with the rule-bas
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -90,9 +91,16 @@ class ToyVectorEnv(VectorEnv):
         self._current = list(self._rng.integers(len(self.scenes), size=self.num_envs))
         return self._observe(self._current), {}
 
+    @staticmethod
+    def reward(trajectories: np.ndarray) -> np.ndarray:
+        return np.exp(-np.hypot(trajectories[..., -1, 0] - 12.0, trajectories[..., -1, 1]) / 20.0)
+
+    def score_candidates(self, candidates: np.ndarray) -> SimpleNamespace:
+        return SimpleNamespace(reward=self.reward(np.asarray(candidates)).reshape(-1), uncertainty=None)
+
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float32)
-        reward = np.exp(-np.hypot(actions[:, -1, 0] - 12.0, actions[:, -1, 1]) / 20.0)
+        reward = self.reward(actions)
         finished = self._observe(self._current)
         info = {"final_obs": finished, "token": np.array([str(i) for i in self._current], dtype=object),
                 "epdms": reward.astype(np.float64), "uncertainty": np.full(self.num_envs, np.nan)}
@@ -101,11 +109,13 @@ class ToyVectorEnv(VectorEnv):
         return self._observe(self._current), reward, done, np.zeros(self.num_envs, dtype=bool), info
 
 
-def toy_model(agent: VLAAgent, bc_coef: float = 0.1, **kwargs) -> DiffusionPPO:
-    k = agent.config.num_inference_steps
-    env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False), chain_size(agent.config))
-    policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_decisions=k + 1,
+def toy_model(agent: VLAAgent, bc_coef: float = 0.1, mode_beta: float | None = None, **kwargs) -> DiffusionPPO:
+    k, m = agent.config.num_inference_steps, agent.config.num_anchors
+    env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False), chain_size(agent.config),
+                            num_candidates=m if mode_beta is not None else 0)
+    policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_decisions=k + 1, num_modes=m,
                          frozen_modules=("semantic", "bev"), min_sampling_std=0.05, min_logprob_std=0.05)
+    kwargs["mode_beta"] = mode_beta
     settings = dict(n_steps=4, batch_size=8, n_epochs=2, learning_rate=1e-3, seed=0, device="cpu")
     settings.update(kwargs)
     return DiffusionPPO(DiffusionPlannerPolicy, env, bc_coef=bc_coef, policy_kwargs=policy_kwargs, **settings)
@@ -249,12 +259,52 @@ def test_bc_regulariser_is_zero_at_the_reference_and_grows_away_from_it():
     _, obs = sb3_batch(agent, n=4)
     with torch.no_grad():
         actions, _, _ = policy(obs)
-        _, _, kl = policy.evaluate_chains(obs, actions)
+        kl = policy.evaluate_chains(obs, actions).kl
         assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-6)
         for p in agent.planner.offset_head.parameters():
             p.add_(0.05 * torch.randn_like(p))
-        _, _, kl = policy.evaluate_chains(obs, actions)
+        kl = policy.evaluate_chains(obs, actions).kl
     assert (kl > 0).all()
+
+
+def test_all_mode_update_stores_every_modes_reward_and_moves_the_choice_toward_the_kl_optimum():
+    agent = tiny_agent()
+    model = toy_model(agent, mode_beta=0.05, bc_coef=0.0, n_epochs=4)
+    policy: DiffusionPlannerPolicy = model.policy
+    m = agent.config.num_anchors
+    assert policy.action_space.shape == (policy.core.chain_size + (m + 1) * 24,)
+
+    def cross_entropy() -> float:  # of the current mode choice against pi* on the stored rollout
+        data = next(model.rollout_buffer.get(batch_size=None))
+        with torch.no_grad():
+            return float(model._mode_loss(policy.evaluate_chains(data.observations, data.actions), data.candidate_rewards))
+
+    model.learn(total_timesteps=model.n_steps * model.n_envs)
+    buffer = model.rollout_buffer
+    rewards = buffer.candidate_rewards  # flattened by get(): (n_steps * n_envs, M)
+    actions = buffer.actions
+    candidates = actions[:, -(m + 1) * 24 : -24].reshape(-1, m, 8, 3)
+    assert rewards.shape == (model.n_steps * model.n_envs, m)
+    space = trajectory_space()  # what the env scores: plans clipped to its action bounds
+    assert np.allclose(rewards, ToyVectorEnv.reward(np.clip(candidates, space.low, space.high)), atol=1e-5)
+    executed = actions[:, -24:].reshape(-1, 8, 3)
+    mode = actions[:, policy.core.chain_size - 1].round().astype(int)
+    assert np.allclose(executed, candidates[np.arange(len(mode)), mode], atol=1e-5)  # one of them was executed
+    assert np.allclose(buffer.swap_and_flatten(buffer.rewards)[:, 0], rewards[np.arange(len(mode)), mode], atol=1e-5)
+
+    # A second train() on the same rollout lowers the cross-entropy further: the choice moves toward pi*.
+    after_first = cross_entropy()
+    model.train()
+    assert cross_entropy() < after_first - 1e-3
+
+
+def test_all_mode_update_refuses_an_env_without_candidate_rewards():
+    agent = tiny_agent()
+    m, k = agent.config.num_anchors, agent.config.num_inference_steps
+    env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False), chain_size(agent.config))
+    policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_decisions=k + 1, num_modes=m)
+    with pytest.raises(ValueError, match="num_candidates"):
+        DiffusionPPO(DiffusionPlannerPolicy, env, mode_beta=0.05, policy_kwargs=policy_kwargs, n_steps=4, batch_size=8)
 
 
 # ------------------------------------------------------------------------------------------- end to end

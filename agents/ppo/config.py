@@ -22,6 +22,10 @@ class RLConfig:
     :param denoising_gamma: advantage at denoising step k is scaled by gamma^(K-k-1): early noisy steps count less.
     :param clip_range: PPO clip of the per-step ratio.
     :param bc_coef: weight of the KL regulariser toward the frozen imitation policy (0 switches it off).
+    :param mode_beta: the all-mode update (`agents.ppo.algorithm.DiffusionPPO`): the env scores every mode's plan of
+        each visited scene and the mode choice is fitted to pi* ∝ pi_IL · exp(reward / mode_beta), the optimum of
+        E[r] − mode_beta · KL(pi || pi_IL). None switches it off (the mode choice is then one more PPO ratio).
+    :param mode_coef: weight of that update's cross-entropy in the loss.
     :param uncertainty_penalty: reward -= coef * RWM uncertainty (0 switches it off).
     :param frozen_modules: VLA modules whose weights stay fixed: the scene encoders (`semantic` VLM and `bev`) by
         default, so RL fine-tunes the diffusion planner as DPPO and ReCogDrive do, and encoder outputs are cached.
@@ -59,6 +63,8 @@ class RLConfig:
     mode_temperature: float = 0.1
     denoising_gamma: float = 0.9
     bc_coef: float = 0.1
+    mode_beta: float | None = 0.05
+    mode_coef: float = 1.0
     uncertainty_penalty: float = 0.0
     frozen_modules: tuple[str, ...] = ("semantic", "bev")
     value_hidden: int = 128
@@ -79,6 +85,8 @@ class RLConfig:
                 raise ValueError(f"RLConfig.{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.clip_range < 1:
             raise ValueError(f"RLConfig.clip_range must be in (0, 1), got {self.clip_range}")
+        if self.mode_beta is not None and not self.mode_beta > 0:
+            raise ValueError(f"RLConfig.mode_beta must be > 0 or None (off), got {self.mode_beta}")
         if self.min_sampling_std <= 0 or self.min_logprob_std <= 0:
             raise ValueError("RLConfig.min_sampling_std and min_logprob_std must be > 0")
 

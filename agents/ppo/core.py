@@ -32,6 +32,7 @@ class DiffusionCore(Protocol):
 
     num_steps: int  # K, the denoising steps of the inner MDP
     num_decisions: int  # columns of `ChainScore.log_prob`
+    num_modes: int  # M, the plans a discrete mode choice picks from (1 for a single-mode planner)
     chain_size: int  # width of a flattened chain
     context_dim: int  # width of `pooled(context)`, the value head's input
 
@@ -55,6 +56,12 @@ class DiffusionCore(Protocol):
 
     def trajectory(self, context: Any, chain: torch.Tensor) -> torch.Tensor:
         """The executed `(B, 8, 3)` plan in metres/radians, ego frame."""
+
+    def candidate_trajectories(self, context: Any, chain: torch.Tensor) -> torch.Tensor:
+        """`(B, M, 8, 3)`: the plan each of the M modes would have executed (the all-mode update scores them all)."""
+
+    def mode_log_probs(self, score: ChainScore) -> torch.Tensor:
+        """`(B, M)` log-probabilities of the mode choice at the scored chain's states."""
 
     def freeze(self, names: Sequence[str]) -> None:
         """Fix the weights of the named sub-modules (they get no gradient and stay in eval mode)."""

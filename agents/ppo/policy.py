@@ -2,12 +2,13 @@
 
 The action SB3 stores is the flattened denoising chain followed by the executed trajectory in metres, so the
 rollout buffer keeps everything needed to re-score the chain under new weights, and the env wrapper only has
-to read the trajectory off the end (no knowledge of the planner's normalisation).
+to read the trajectory off the end (no knowledge of the planner's normalisation). With `score_candidates`, every
+mode's plan sits between the two, for the env to score them all.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -21,11 +22,31 @@ NUM_POSES = 8
 TRAJECTORY_DIM = NUM_POSES * 3
 
 
-def chain_action_space(chain_size: int, trajectory_space: spaces.Box, chain_bound: float = 10.0) -> spaces.Box:
-    """Flat Box holding a chain (normalised samples, finite bounds for SB3's checks), then the trajectory."""
-    low = np.concatenate([np.full(chain_size, -chain_bound, np.float32), trajectory_space.low.ravel()])
-    high = np.concatenate([np.full(chain_size, chain_bound, np.float32), trajectory_space.high.ravel()])
+def chain_action_space(chain_size: int, trajectory_space: spaces.Box, num_candidates: int = 0,
+                       chain_bound: float = 10.0) -> spaces.Box:
+    """Flat Box holding a chain (normalised samples, finite bounds for SB3's checks), then `num_candidates` plans,
+    then the executed trajectory; plans have the trajectory's bounds (SB3 clips actions to them before the env)."""
+    plans = num_candidates + 1
+    low = np.concatenate([np.full(chain_size, -chain_bound, np.float32), np.tile(trajectory_space.low.ravel(), plans)])
+    high = np.concatenate([np.full(chain_size, chain_bound, np.float32), np.tile(trajectory_space.high.ravel(), plans)])
     return spaces.Box(low=low, high=high, dtype=np.float32)
+
+
+class ChainEvaluation(NamedTuple):
+    """Stored chains re-scored under the current weights (and the frozen imitation policy's).
+
+    :param values: `(B, 1)` value estimates.
+    :param log_prob: `(B, num_decisions)` per-decision log-probabilities.
+    :param kl: `(B,)` KL to the imitation policy on the visited states (zeros without the reference).
+    :param mode_log_prob: `(B, M)` log-probabilities of every mode choice.
+    :param reference_mode_log_prob: `(B, M)` the same under the imitation policy (None without the reference).
+    """
+
+    values: torch.Tensor
+    log_prob: torch.Tensor
+    kl: torch.Tensor
+    mode_log_prob: torch.Tensor
+    reference_mode_log_prob: torch.Tensor | None
 
 
 class DiffusionPlannerPolicy(BasePolicy):
@@ -37,6 +58,7 @@ class DiffusionPlannerPolicy(BasePolicy):
     :param frozen_modules: sub-modules of the core whose weights stay fixed (`DiffusionCore.freeze`).
     :param value_hidden: hidden width of the value head.
     :param value_lr: learning rate of the value head (the actor uses the SB3 schedule).
+    :param score_candidates: put every mode's plan into the action (`ChainActionVecEnv(num_candidates=M)`).
     """
 
     def __init__(
@@ -50,6 +72,7 @@ class DiffusionPlannerPolicy(BasePolicy):
         frozen_modules: tuple[str, ...] = (),
         value_hidden: int = 128,
         value_lr: float = 1e-3,
+        score_candidates: bool = False,
         use_sde: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -60,10 +83,13 @@ class DiffusionPlannerPolicy(BasePolicy):
         self.core: DiffusionCore = core_factory()
         if not isinstance(self.core, nn.Module):
             raise TypeError("the diffusion core must be a torch.nn.Module")
-        expected = self.core.chain_size + TRAJECTORY_DIM
+        self.score_candidates = bool(score_candidates)
+        candidates = self.core.num_modes if self.score_candidates else 0
+        expected = self.core.chain_size + (candidates + 1) * TRAJECTORY_DIM
         if action_space.shape != (expected,):
-            raise ValueError(f"action space {action_space.shape} does not hold this core's chain ‖ trajectory "
-                             f"({expected},); build it with chain_action_space(core.chain_size, ...)")
+            raise ValueError(f"action space {action_space.shape} does not hold this core's chain ‖ {candidates} "
+                             f"candidates ‖ trajectory ({expected},); build the env with ChainActionVecEnv(..., "
+                             f"num_candidates={candidates})")
         self.min_sampling_std = float(min_sampling_std)
         self.min_logprob_std = float(min_logprob_std)
         self.frozen_modules = tuple(frozen_modules)
@@ -83,7 +109,7 @@ class DiffusionPlannerPolicy(BasePolicy):
         data = super()._get_constructor_parameters()
         data.update(core_factory=self.core_factory, min_sampling_std=self.min_sampling_std,
                     min_logprob_std=self.min_logprob_std, frozen_modules=self.frozen_modules,
-                    value_lr=self.value_lr)
+                    value_lr=self.value_lr, score_candidates=self.score_candidates)
         return data
 
     @property
@@ -91,7 +117,10 @@ class DiffusionPlannerPolicy(BasePolicy):
         return int(self.core.num_steps)
 
     def _pack(self, context: Any, chain: torch.Tensor) -> torch.Tensor:
-        return torch.cat([chain, self.core.trajectory(context, chain).flatten(1)], dim=1)
+        parts = [chain]
+        if self.score_candidates:
+            parts.append(self.core.candidate_trajectories(context, chain).flatten(1))
+        return torch.cat([*parts, self.core.trajectory(context, chain).flatten(1)], dim=1)
 
     def unpack_chain(self, actions: torch.Tensor) -> torch.Tensor:
         return actions[:, : self.core.chain_size]
@@ -113,26 +142,29 @@ class DiffusionPlannerPolicy(BasePolicy):
 
     def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
         """Values `(B, 1)`, per-decision log-probabilities `(B, D)`, and no entropy (PPO then uses -log_prob)."""
-        values, log_prob, _ = self.evaluate_chains(obs, actions, with_reference=False)
-        return values, log_prob, None
+        evaluation = self.evaluate_chains(obs, actions, with_reference=False)
+        return evaluation.values, evaluation.log_prob, None
 
-    def evaluate_chains(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, with_reference: bool = True):
-        """Values, per-decision log-probabilities `(B, D)`, and the per-sample KL `(B,)` to the frozen imitation policy.
+    def evaluate_chains(self, obs: dict[str, torch.Tensor], actions: torch.Tensor,
+                        with_reference: bool = True) -> ChainEvaluation:
+        """Re-score stored chains; the reference (frozen imitation policy) on the same visited states.
 
         The KL is evaluated exactly on the visited chain states (a behaviour-cloning regulariser);
-        `with_reference=False` skips it and reports zeros.
+        `with_reference=False` skips the reference and reports a zero KL.
         """
         chain = self.unpack_chain(actions)
         context = self.core.encode(obs)
         score = self.core.score(context, chain, self.min_logprob_std)
+        reference_modes = None
         if with_reference:
             with torch.no_grad():
                 reference = self.reference.score(self.reference.encode(obs), chain, self.min_logprob_std)
             kl = self.core.kl(score, reference)
+            reference_modes = self.reference.mode_log_probs(reference)
         else:
             kl = torch.zeros(len(chain), device=chain.device)
         values = self.value_net(self.core.pooled(context).detach())
-        return values, score.log_prob, kl
+        return ChainEvaluation(values, score.log_prob, kl, self.core.mode_log_probs(score), reference_modes)
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def trained_state_dict(self) -> dict[str, torch.Tensor]:

@@ -8,9 +8,10 @@ tensors. On two CPU cores the encoders cost over ten times the planner, so this 
 reusing bit-identical tokens keeps the first PPO ratio at exactly 1.
 
 The policy is the VLA's whole sampler: every anchor (mode) is denoised, one mode is drawn from the softmax of the
-final confidences, and its `x_0` is executed. The stored chain holds all modes' visited samples, the executed `x_0`
-and the mode index, so the likelihood covers both the denoiser and the mode choice (the confidence head shares
-the decoder). Scoring only the executed mode while choosing it by argmax lets each update silently change which
+final confidences, and its `x_0` is executed. The stored chain holds all modes' visited samples, every mode's `x_0`
+and the executed mode's index, so the likelihood covers both the denoiser and the mode choice (the confidence head
+shares the decoder), and a learned env can score every mode's plan, not only the executed one
+(`candidate_trajectories`, used by `RLConfig.mode_beta`). Scoring only the executed mode while choosing it by argmax lets each update silently change which
 mode is executed: on a toy reward that undid learning (mean reward 0.18 → 0.10 with 4 modes, 0.20 → 0.62 with 1).
 
 The observation arrives as Stable-Baselines3 tensors: `camera` `(B, 3, H, W)` uint8 (channel-first), `lidar_bev`
@@ -45,9 +46,9 @@ def num_decisions(config: VLAConfig, num_steps: int | None = None, execute_mean:
 
 
 def chain_size(config: VLAConfig, num_steps: int | None = None) -> int:
-    """Width of a flattened VLA chain: K x M visited samples, the executed `x_0`, the mode index."""
+    """Width of a flattened VLA chain: K x M visited samples, M final `x_0` (one per mode), the executed mode index."""
     k = int(num_steps or config.num_inference_steps)
-    return (k * config.num_anchors + 1) * config.num_poses * 3 + 1
+    return (k + 1) * config.num_anchors * config.num_poses * 3 + 1
 
 
 def observation_digests(observations: dict[str, torch.Tensor]) -> list[bytes]:
@@ -157,6 +158,7 @@ class VLACore(nn.Module):
             raise ValueError(f"VLACore mode_temperature must be > 0, got {mode_temperature}")
         self.mode_temperature = float(mode_temperature)
         self.num_decisions = num_decisions(config, self.num_steps, self.execute_mean)
+        self.num_modes = config.num_anchors
         self.frozen: set[str] = set()
         self.cache = SceneTokenCache(cache_capacity)
 
@@ -250,15 +252,19 @@ class VLACore(nn.Module):
         return torch.cat([context.tokens.mean(dim=1), context.ego], dim=-1)
 
     # ------------------------------------------------------------------------------------------ the chain
-    def _split(self, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Flat chain → visited samples `(B, K, M, T, 3)`, executed `x_0` `(B, T, 3)`, mode index `(B,)`."""
+    def _finals(self, chain: torch.Tensor) -> torch.Tensor:
+        """Every mode's `x_0` `(B, M, T, 3)` of a flat chain."""
         if chain.shape[-1] != self.chain_size:
             raise ValueError(f"chain has width {chain.shape[-1]}, expected {self.chain_size} (K={self.num_steps}, "
                              f"M={self.config.num_anchors})")
-        poses, batch = self.config.num_poses, chain.shape[0]
-        visited = chain[:, : self._visited_size].view(batch, self.num_steps, self.config.num_anchors, poses, 3)
-        final = chain[:, self._visited_size : -1].view(batch, poses, 3)
-        return visited, final, chain[:, -1].round().long()
+        return chain[:, self._visited_size : -1].view(chain.shape[0], self.config.num_anchors, self.config.num_poses, 3)
+
+    def _split(self, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat chain → visited samples `(B, K, M, T, 3)`, executed `x_0` `(B, T, 3)`, mode index `(B,)`."""
+        finals, batch = self._finals(chain), chain.shape[0]
+        visited = chain[:, : self._visited_size].view(batch, self.num_steps, *finals.shape[1:])
+        mode = chain[:, -1].round().long()
+        return visited, finals[torch.arange(batch, device=chain.device), mode], mode
 
     def sample(self, context: PlannerContext, deterministic: bool, min_std: float) -> torch.Tensor:
         """Denoise every anchor (mode), pick a mode from the final confidences, sample its `x_0`.
@@ -288,8 +294,7 @@ class VLACore(nn.Module):
             mode = logits.argmax(dim=1)
         else:
             mode = torch.distributions.Categorical(logits=logits / self.mode_temperature).sample()
-        final = x[torch.arange(batch, device=x.device), mode]
-        return torch.cat([torch.stack(visited, dim=1).flatten(1), final.flatten(1), mode[:, None].float()], dim=1)
+        return torch.cat([torch.stack(visited, dim=1).flatten(1), x.flatten(1), mode[:, None].float()], dim=1)
 
     def score(self, context: PlannerContext, chain: torch.Tensor, min_std: float) -> ChainScore:
         """Every denoising step of every mode in one decoder call (modes and steps are independent queries).
@@ -317,6 +322,10 @@ class VLACore(nn.Module):
         log_prob = torch.cat([*columns, selection[rows, mode][:, None]], dim=1)
         return ChainScore(log_prob, {"mean": mean, "std": std, "selection": selection, "mode": mode})
 
+    def mode_log_probs(self, score: ChainScore) -> torch.Tensor:
+        """`(B, M)` log-probabilities of choosing each mode, at the scored chain's states."""
+        return score.params["selection"]
+
     def decision_weights(self, denoising_gamma: float) -> torch.Tensor:
         """`gamma^(K-1), …, gamma, 1` for the denoising steps (without the 1 when the last executes its mean), then
         1 for the mode choice."""
@@ -335,3 +344,7 @@ class VLACore(nn.Module):
 
     def trajectory(self, context: PlannerContext, chain: torch.Tensor) -> torch.Tensor:
         return self.planner.normalizer.denormalize(self._split(chain)[1])
+
+    def candidate_trajectories(self, context: PlannerContext, chain: torch.Tensor) -> torch.Tensor:
+        """Every mode's plan `(B, M, T, 3)` in metres: what the executed one would have been under each choice."""
+        return self.planner.normalizer.denormalize(self._finals(chain))

@@ -17,7 +17,7 @@ from irlvla_env.envs.action import BadActionError, action_problems, trajectory_s
 from irlvla_env.envs.config import EnvConfig
 from irlvla_env.envs.scene_pool import ScenePool
 from irlvla_env.observations import batch_observations, observation_space
-from irlvla_env.rewards import RewardModel
+from irlvla_env.rewards import RewardModel, RewardOutput
 
 
 class NavsimVectorEnv(VectorEnv):
@@ -118,3 +118,21 @@ class NavsimVectorEnv(VectorEnv):
         terminated = np.ones(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self._obs, rewards, terminated, truncated, info
+
+    def score_candidates(self, candidates: np.ndarray) -> RewardOutput:
+        """Score alternative plans `(num_envs, M, 8, 3)` for the current scenes, without stepping.
+
+        A learned environment can answer "what if" for many plans of one scene at the cost of one scene encoding,
+        which a simulator cannot; RL uses it to score every mode of a multi-modal planner per scene
+        (`RLConfig.mode_beta`). Output row `n * M + m` is candidate `m` of sub-env `n`.
+        """
+        if not self._tokens:
+            raise RuntimeError("call reset() before score_candidates()")
+        candidates = np.asarray(candidates, dtype=np.float32)
+        if candidates.ndim != 4 or candidates.shape[0] != self.num_envs or candidates.shape[2:] != (8, 3):
+            raise ValueError(f"candidates must have shape ({self.num_envs}, M, 8, 3), got {candidates.shape}")
+        per_scene = candidates.shape[1]
+        tokens = [token for token in self._tokens for _ in range(per_scene)]
+        observations = {key: np.repeat(value, per_scene, axis=0) for key, value in self._obs.items()}
+        return self.reward_model.predict(observations, candidates.reshape(-1, 8, 3), tokens)
+

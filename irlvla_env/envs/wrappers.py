@@ -117,6 +117,10 @@ class SB3NavsimVecEnv(VecEnv):
         dones = terminated | truncated
         return to_sb3_observation(obs, batched=True), rewards.astype(np.float32), dones, infos
 
+    def score_candidates(self, candidates: np.ndarray):
+        """`NavsimVectorEnv.score_candidates`: alternative raw trajectories `(num_envs, M, 8, 3)` for the current scenes."""
+        return self.venv.score_candidates(candidates)
+
     def close(self) -> None:
         self.venv.close()
 
