@@ -221,7 +221,11 @@ def stage_rwm(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoi
                                 policy_id=policy.identity() if policy else None)
     train_config = RWMTrainConfig.for_variant("rwm", run_name=config.name, epochs=config.rwm_epochs,
                                               labelling=labelling)
-    train_config = dataclasses.replace(train_config, labels_dir=str(prepare_labels(train_config, policy=policy)))
+    labels_dir = prepare_labels(train_config, policy=policy)
+    # One RWM run per label set (its folder name digests the labelling settings and the sampling policy's weights):
+    # a pipeline with a retrained VLA gets a new RWM instead of resuming, and finding done, another labels' run.
+    train_config = dataclasses.replace(train_config, labels_dir=str(labels_dir),
+                                       run_name=f"{config.name}-{Path(labels_dir).name}")
     best = train_rwm(train_config)
 
     eval_labelling = dataclasses.replace(labelling, split="navtest", max_scenes=config.rwm_eval_scenes)

@@ -115,6 +115,8 @@ def toy_model(agent: VLAAgent, bc_coef: float = 0.1, mode_beta: float | None = N
                             num_candidates=m if mode_beta is not None else 0)
     policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_decisions=k + 1, num_modes=m,
                          frozen_modules=("semantic", "bev"), min_sampling_std=0.05, min_logprob_std=0.05)
+    if mode_beta is not None:
+        policy_kwargs["mode_lr"] = 1e-2
     kwargs["mode_beta"] = mode_beta
     settings = dict(n_steps=4, batch_size=8, n_epochs=2, learning_rate=1e-3, seed=0, device="cpu")
     settings.update(kwargs)
@@ -273,6 +275,9 @@ def test_all_mode_update_stores_every_modes_reward_and_moves_the_choice_toward_t
     policy: DiffusionPlannerPolicy = model.policy
     m = agent.config.num_anchors
     assert policy.action_space.shape == (policy.core.chain_size + (m + 1) * 24,)
+    head = {id(p) for p in policy.core.mode_parameters()}  # the confidence head learns at its own rate
+    assert head and {id(p) for p in policy.optimizer.param_groups[2]["params"]} == head
+    assert policy.optimizer.param_groups[2]["lr"] == 1e-2 and not head & {id(p) for p in policy.optimizer.param_groups[0]["params"]}
 
     def cross_entropy() -> float:  # of the current mode choice against pi* on the stored rollout
         data = next(model.rollout_buffer.get(batch_size=None))

@@ -26,6 +26,8 @@ class RLConfig:
         each visited scene and the mode choice is fitted to pi* ∝ pi_IL · exp(reward / mode_beta), the optimum of
         E[r] − mode_beta · KL(pi || pi_IL). None switches it off (the mode choice is then one more PPO ratio).
     :param mode_coef: weight of that update's cross-entropy in the loss.
+    :param mode_learning_rate: learning rate of the confidence head (the parameters only the mode choice reads)
+        under the all-mode update; the rest of the planner keeps `learning_rate`.
     :param uncertainty_penalty: reward -= coef * RWM uncertainty (0 switches it off).
     :param frozen_modules: VLA modules whose weights stay fixed: the scene encoders (`semantic` VLM and `bev`) by
         default, so RL fine-tunes the diffusion planner as DPPO and ReCogDrive do, and encoder outputs are cached.
@@ -65,6 +67,7 @@ class RLConfig:
     bc_coef: float = 0.1
     mode_beta: float | None = 0.05
     mode_coef: float = 1.0
+    mode_learning_rate: float = 1e-2
     uncertainty_penalty: float = 0.0
     frozen_modules: tuple[str, ...] = ("semantic", "bev")
     value_hidden: int = 128

@@ -60,6 +60,9 @@ class DiffusionCore(Protocol):
     def candidate_trajectories(self, context: Any, chain: torch.Tensor) -> torch.Tensor:
         """`(B, M, 8, 3)`: the plan each of the M modes would have executed (the all-mode update scores them all)."""
 
+    def mode_parameters(self) -> list[torch.nn.Parameter]:
+        """The trainable parameters that only the mode choice reads (they may learn at their own rate)."""
+
     def mode_log_probs(self, score: ChainScore) -> torch.Tensor:
         """`(B, M)` log-probabilities of the mode choice at the scored chain's states."""
 

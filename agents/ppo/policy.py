@@ -59,6 +59,8 @@ class DiffusionPlannerPolicy(BasePolicy):
     :param value_hidden: hidden width of the value head.
     :param value_lr: learning rate of the value head (the actor uses the SB3 schedule).
     :param score_candidates: put every mode's plan into the action (`ChainActionVecEnv(num_candidates=M)`).
+    :param mode_lr: learning rate of the core's `mode_parameters()` (None: the actor's). The optimizer's groups are
+        the actor, the value head, then these.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class DiffusionPlannerPolicy(BasePolicy):
         value_hidden: int = 128,
         value_lr: float = 1e-3,
         score_candidates: bool = False,
+        mode_lr: float | None = None,
         use_sde: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -100,16 +103,19 @@ class DiffusionPlannerPolicy(BasePolicy):
             nn.Linear(self.core.context_dim, value_hidden), nn.Tanh(), nn.Linear(value_hidden, value_hidden),
             nn.Tanh(), nn.Linear(value_hidden, 1),
         )
-        actor = [p for p in self.core.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(
-            [{"params": actor, "lr": lr_schedule(1)}, {"params": self.value_net.parameters(), "lr": self.value_lr}]
-        )
+        self.mode_lr = mode_lr
+        mode = {id(p) for p in self.core.mode_parameters()} if mode_lr is not None else set()
+        actor = [p for p in self.core.parameters() if p.requires_grad and id(p) not in mode]
+        groups = [{"params": actor, "lr": lr_schedule(1)}, {"params": self.value_net.parameters(), "lr": self.value_lr}]
+        if mode:
+            groups.append({"params": [p for p in self.core.parameters() if id(p) in mode], "lr": float(mode_lr)})
+        self.optimizer = torch.optim.Adam(groups)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(core_factory=self.core_factory, min_sampling_std=self.min_sampling_std,
                     min_logprob_std=self.min_logprob_std, frozen_modules=self.frozen_modules,
-                    value_lr=self.value_lr, score_candidates=self.score_candidates)
+                    value_lr=self.value_lr, score_candidates=self.score_candidates, mode_lr=self.mode_lr)
         return data
 
     @property

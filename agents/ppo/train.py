@@ -84,6 +84,7 @@ def build_model(config: RLConfig, agent: Any, env: ChainActionVecEnv) -> Diffusi
         frozen_modules=config.frozen_modules,
         value_hidden=config.value_hidden,
         value_lr=config.value_learning_rate,
+        mode_lr=config.mode_learning_rate if config.mode_beta is not None else None,
     )
     return DiffusionPPO(
         DiffusionPlannerPolicy, env,

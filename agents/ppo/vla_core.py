@@ -34,6 +34,9 @@ from agents.vla.config import VLAConfig
 from agents.vla.planner import DiffusionPlanner, PlannerContext, gaussian_log_prob
 from agents.vla.semantic import PromptTokenizer, driving_prompt
 
+# The planner's parameters that only the confidence (mode choice) reads: the all-mode update trains them at its
+# own rate (`RLConfig.mode_learning_rate`).
+MODE_PARAMETERS = ("planner.score_head.", "planner.score_query.", "planner.score_ego.")
 # The modules that read sensors; their outputs are what the cache holds.
 SCENE_MODULES = ("semantic", "bev")
 MODULE_NAMES = (*SCENE_MODULES, "planner")
@@ -321,6 +324,10 @@ class VLACore(nn.Module):
             columns.append(gaussian_log_prob(final, mean[rows, -1, mode], std[rows, -1, mode])[:, None])
         log_prob = torch.cat([*columns, selection[rows, mode][:, None]], dim=1)
         return ChainScore(log_prob, {"mean": mean, "std": std, "selection": selection, "mode": mode})
+
+    def mode_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters that only the mode choice reads (the confidence head)."""
+        return [p for name, p in self.named_parameters() if name.startswith(MODE_PARAMETERS) and p.requires_grad]
 
     def mode_log_probs(self, score: ChainScore) -> torch.Tensor:
         """`(B, M)` log-probabilities of choosing each mode, at the scored chain's states."""
