@@ -67,7 +67,7 @@ class PipelineConfig:
     rwm_eval_scenes: int | None = 200
     rwm_epochs: int = 30
     rwm_policy_samples: int = 8
-    rl_timesteps: int = 2048
+    rl_timesteps: int = 4096
     rl_num_envs: int = 16
     rl_audit_scenes: int = 32
     seeds: tuple[int, ...] = (0,)
