@@ -8,7 +8,8 @@ E[r] - beta KL(pi || pi_IL), with pi_IL = softmax(confidence / temperature), is 
 pi* ∝ pi_IL · exp(r / beta). Only the confidence head is fitted to pi* on the training scenes (the plans themselves
 stay as imitation made them); the script then prints the true one-stage EPDMS of the confidence pick on held-out
 scenes before and after. It measures how much RL on a reward can gain through mode choice alone, with a signal
-as dense as the reward model allows, next to what PPO with one sample per scene reaches.
+as dense as the reward model allows, next to what PPO with one sample per scene reaches. `irlvla train rl` does
+the same online, on the scenes its rollouts visit (`RLConfig.mode_beta`, the all-mode update).
 """
 
 from __future__ import annotations

@@ -30,9 +30,10 @@ class DiffusionPPO(PPO):
     (`ChainActionVecEnv(num_candidates=M)`), so the mode choice, a contextual bandit, gets full information instead
     of one sampled arm. Its target is then known in closed form per scene, the optimum of
     E[r] − beta·KL(pi || pi_IL): pi* ∝ pi_IL · exp(r / beta), and the mode choice is fitted to it by cross-entropy
-    (an MPO-style improvement step with an exact E-step); it replaces the mode choice's PPO ratio. Measured with
-    `examples/mode_distillation.py`: one sampled arm per scene (PPO) moved the pick by < 0.5 EPDMS points in 8k steps,
-    the closed-form target by ~2.
+    (an MPO-style improvement step with an exact E-step); it replaces the mode choice's PPO ratio. Measured from the
+    same imitation VLA (EPDMS 80.9, RWM reward, seed 0, 300 navtest scenes): one sampled arm per scene 79.7 after
+    2,048 steps; the all-mode update 82.3 after 4,096 steps with the confidence head at lr 1e-2 (81.2 at 2,048;
+    80.5 with the head at the planner's 1e-4, where only 2 % of the picks changed).
 
     :param denoising_gamma: discount over denoising steps (1 = all steps equal).
     :param bc_coef: weight of the KL to the frozen imitation policy.
