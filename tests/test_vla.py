@@ -173,7 +173,7 @@ def test_smooth_basis_plans_are_polynomials_that_start_at_the_ego():
         tiny_config(smooth_basis_degree=9)
 
 
-@pytest.mark.parametrize("target", ["anchor", "prediction"])
+@pytest.mark.parametrize("target", ["anchor", "prediction", "soft"])
 def test_imitation_loss_positive_mode_options(target):
     """The regression covers the nearest anchors' modes (and, for `prediction`, the winning mode); the
     classification's positive is the nearest anchor or the best-predicting mode."""
@@ -190,6 +190,60 @@ def test_imitation_loss_positive_mode_options(target):
         tiny_config(classification_target="oracle")
     with pytest.raises(ValueError, match="regression_neighbours"):
         tiny_config(regression_neighbours=7)
+
+
+def test_soft_mode_loss_targets_the_softmax_of_negative_distances():
+    """Hydra-MDP-style soft target: the loss is the cross-entropy against softmax(-d / tau); it is smallest when
+    the confidences are -d / tau (up to a constant), and its gradient raises the nearer modes."""
+    from agents.vla.planner import soft_mode_loss
+
+    distances = torch.tensor([[0.2, 1.0, 3.0], [2.0, 0.5, 0.6]])
+    tau = 0.5
+    target = torch.softmax(-distances / tau, dim=1)
+    ideal = soft_mode_loss(-distances / tau + 7.0, distances, tau)
+    entropy = -(target * target.log()).sum(dim=1).mean()
+    assert torch.isclose(ideal, entropy, atol=1e-6)
+    logits = torch.zeros(2, 3, requires_grad=True)
+    loss = soft_mode_loss(logits, distances, tau)
+    assert loss > ideal
+    loss.backward()
+    assert logits.grad[0].argmin() == 0 and logits.grad[1].argmin() == 1  # descent raises the nearest mode most
+    with pytest.raises(ValueError, match="soft_target_tau"):
+        tiny_config(soft_target_tau=0.0)
+
+
+def test_soft_target_teaches_the_planner_to_pick_the_nearest_anchor():
+    """With the soft anchor target a few steps on one scene make the demonstration's nearest anchor the top mode."""
+    torch.manual_seed(0)
+    config = tiny_config(classification_target="soft", soft_target_tau=1.0, noise_draws=1)
+    planner = DiffusionPlanner(config)
+    context = PlannerContext(torch.randn(1, 10, config.d_model), torch.randn(1, config.d_model))
+    demo = planner.anchors[[3]] + 0.1
+    optimizer = torch.optim.Adam(planner.parameters(), lr=3e-3)
+    for _ in range(60):
+        terms = planner.imitation_loss(context, demo)
+        optimizer.zero_grad()
+        (terms["trajectory_reg"] + terms["trajectory_cls"]).backward()
+        optimizer.step()
+    planner.eval()
+    with torch.no_grad():
+        assert int(planner(context)["confidences"].argmax()) == 3
+
+
+def test_lateral_weight_scales_only_the_lateral_error():
+    """`lateral_weight` multiplies the y component of the L1: reg(w) = reg(0) + w · (reg(1) - reg(0))."""
+    batch = 3
+    context = PlannerContext(torch.randn(batch, 10, TINY["d_model"]), torch.randn(batch, TINY["d_model"]))
+    reference = DiffusionPlanner(tiny_config())
+    demo = reference.anchors[[0, 2, 4]] + torch.tensor([0.5, -0.7, 0.05])
+    regression = {}
+    for weight in (0.0, 1.0, 3.0):
+        planner = DiffusionPlanner(tiny_config(lateral_weight=weight))
+        planner.load_state_dict(reference.state_dict())
+        torch.manual_seed(3)
+        regression[weight] = planner.imitation_loss(context, demo)["trajectory_reg"].item()
+    assert regression[1.0] > regression[0.0] > 0
+    assert regression[3.0] == pytest.approx(regression[0.0] + 3.0 * (regression[1.0] - regression[0.0]), rel=1e-5)
 
 
 # -- the whole agent ------------------------------------------------------------------------------------------------

@@ -308,7 +308,9 @@ class DiffusionPlanner(nn.Module):
         """DiffusionDrive's loss: noise the anchors to t ~ U[0, train_max_timestep), denoise once, then L1 of the
         mode whose anchor is nearest to the demonstration `(B, T, 3)` [m] (and of the next `regression_neighbours - 1`
         nearest) plus a focal loss on the mode scores. With `classification_target="prediction"` the positive mode
-        is the one whose prediction lands nearest, and it is regressed as well.
+        is the one whose prediction lands nearest, and it is regressed as well; with `"soft"` the scores are trained
+        by cross-entropy against softmax(-anchor distance / `soft_target_tau`). The L1's lateral (y) component is
+        weighted by `lateral_weight`.
 
         Each scene is denoised from `noise_draws` independent noise levels: the planner is cheap next to the scene
         encoders, so extra draws give it more gradient per encoded scene for little cost."""
@@ -331,10 +333,15 @@ class DiffusionPlanner(nn.Module):
             positives = torch.cat([positives, target[:, None]], dim=1)
         rows = torch.arange(batch, device=trajectory.device)[:, None]
         predicted = self.normalizer.denormalize(x0[rows, positives])  # (B, n, T, 3)
-        regression = F.l1_loss(predicted, trajectory[:, None].expand_as(predicted))
-        labels = F.one_hot(target, self.config.num_anchors).float()
-        focal = sigmoid_focal_loss(logits, labels, self.config.focal_alpha, self.config.focal_gamma)
-        return {"trajectory_reg": regression, "trajectory_cls": focal}
+        weights = predicted.new_tensor([1.0, self.config.lateral_weight, 1.0])  # x, y, heading
+        regression = ((predicted - trajectory[:, None]).abs() * weights).mean()
+        if self.config.classification_target == "soft":
+            distances = mean_xy_distance(self.anchors, trajectory)  # (B, M) [m]
+            classification = soft_mode_loss(logits, distances, self.config.soft_target_tau)
+        else:
+            labels = F.one_hot(target, self.config.num_anchors).float()
+            classification = sigmoid_focal_loss(logits, labels, self.config.focal_alpha, self.config.focal_gamma)
+        return {"trajectory_reg": regression, "trajectory_cls": classification}
 
 
 def mean_xy_distance(modes: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
@@ -363,6 +370,17 @@ def sigmoid_focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float,
     p_t = prob * labels + (1.0 - prob) * (1.0 - labels)
     weight = alpha * labels + (1.0 - alpha) * (1.0 - labels) if alpha >= 0 else torch.ones_like(ce)
     return (weight * (1.0 - p_t) ** gamma * ce).sum(dim=1).mean()
+
+
+def soft_mode_loss(logits: torch.Tensor, distances: torch.Tensor, tau: float) -> torch.Tensor:
+    """Cross-entropy of softmax(logits) against the target softmax(-distances / tau), averaged over the batch.
+
+    Hydra-MDP-style soft imitation target: every mode gets probability mass by how near it (its anchor) lies to
+    the demonstration, so the argmax of the confidences is the mode of least expected distance rather than a guess
+    at one hard winner.
+    """
+    target = torch.softmax(-distances / tau, dim=1)
+    return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
