@@ -18,6 +18,7 @@ import argparse
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from agents.registry import make_agent
 from agents.vla.planner import PlannerContext
@@ -59,7 +60,7 @@ def distill(agent, scenes, temperature: float, beta: float, epochs: int, lr: flo
     for _ in range(epochs):
         for rows in torch.randperm(len(scenes)).split(batch_size):
             confidence = agent.planner(PlannerContext(tokens[rows], ego[rows]))["confidences"]
-            loss = -(target[rows] * torch.log_softmax(confidence / temperature, dim=-1)).sum(-1).mean()
+            loss = F.cross_entropy(confidence / temperature, target[rows])  # against pi*'s probabilities
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -53,12 +53,12 @@ class DiffusionPPO(PPO):
         self.minibatch_stats: dict[str, list[float]] = {}  # per-minibatch figures of the last `train()`
         policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
         decisions = policy_kwargs.pop("num_decisions", None)
-        candidates = policy_kwargs.pop("num_modes", 0) if self.mode_beta is not None else 0
+        modes = policy_kwargs.pop("num_modes", 0)
         if decisions is None:
             raise ValueError("DiffusionPPO needs policy_kwargs['num_decisions'] (the core's) to size its rollout buffer")
-        if self.mode_beta is not None and not candidates:
+        if self.mode_beta is not None and not modes:
             raise ValueError("DiffusionPPO(mode_beta=...) needs policy_kwargs['num_modes'] (the core's M)")
-        policy_kwargs.pop("num_modes", None)
+        candidates = modes if self.mode_beta is not None else 0
         policy_kwargs["score_candidates"] = bool(candidates)
         kwargs["policy_kwargs"] = policy_kwargs
         kwargs.setdefault("rollout_buffer_class", DenoisingRolloutBuffer)
@@ -68,7 +68,7 @@ class DiffusionPPO(PPO):
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         """SB3 calls this after each env step and before storing the step: the moment to keep its candidate rewards."""
         super()._update_info_buffer(infos, dones)
-        if self.mode_beta is not None and self.rollout_buffer.pos < self.rollout_buffer.buffer_size:
+        if self.mode_beta is not None:
             missing = [i for i, info in enumerate(infos) if "candidate_rewards" not in info]
             if missing:
                 raise RuntimeError(f"mode_beta is set but sub-envs {missing} report no info['candidate_rewards']; "

@@ -60,7 +60,8 @@ class DenoisingRolloutBuffer(DictRolloutBuffer):
         """The candidate rewards `(n_envs, M)` of the step that the next `add` stores."""
         rewards = np.asarray(rewards, dtype=np.float32)
         if rewards.shape != (self.n_envs, self.num_candidates):
-            raise ValueError(f"candidate rewards must have shape {(self.n_envs, self.num_candidates)}, got {rewards.shape}")
+            expected = (self.n_envs, self.num_candidates)
+            raise ValueError(f"candidate rewards must have shape {expected}, got {rewards.shape}")
         if self.pos >= self.buffer_size:
             raise RuntimeError("the rollout buffer is full: candidate rewards arrived without a step to store")
         self.candidate_rewards[self.pos] = rewards

@@ -104,11 +104,11 @@ class DiffusionPlannerPolicy(BasePolicy):
             nn.Tanh(), nn.Linear(value_hidden, 1),
         )
         self.mode_lr = mode_lr
-        mode = {id(p) for p in self.core.mode_parameters()} if mode_lr is not None else set()
-        actor = [p for p in self.core.parameters() if p.requires_grad and id(p) not in mode]
+        mode = self.core.mode_parameters() if mode_lr is not None else []
+        actor = [p for p in self.core.parameters() if p.requires_grad and all(p is not q for q in mode)]
         groups = [{"params": actor, "lr": lr_schedule(1)}, {"params": self.value_net.parameters(), "lr": self.value_lr}]
         if mode:
-            groups.append({"params": [p for p in self.core.parameters() if id(p) in mode], "lr": float(mode_lr)})
+            groups.append({"params": mode, "lr": float(mode_lr)})
         self.optimizer = torch.optim.Adam(groups)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:

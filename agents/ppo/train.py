@@ -75,7 +75,8 @@ def build_model(config: RLConfig, agent: Any, env: ChainActionVecEnv) -> Diffusi
     num_steps = config.denoising_steps or agent.config.num_inference_steps
     cache = 4 * config.num_envs * (config.n_steps + 1) + 2 * config.audit_scenes
     policy_kwargs = dict(
-        core_factory=lambda: VLACore.from_agent(agent, num_steps, cache_capacity=cache, execute_mean=config.execute_mean,
+        core_factory=lambda: VLACore.from_agent(agent, num_steps, cache_capacity=cache,
+                                                execute_mean=config.execute_mean,
                                                 mode_temperature=config.mode_temperature),
         num_decisions=num_decisions(agent.config, num_steps, config.execute_mean),
         num_modes=agent.config.num_anchors,

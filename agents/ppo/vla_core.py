@@ -11,8 +11,9 @@ The policy is the VLA's whole sampler: every anchor (mode) is denoised, one mode
 final confidences, and its `x_0` is executed. The stored chain holds all modes' visited samples, every mode's `x_0`
 and the executed mode's index, so the likelihood covers both the denoiser and the mode choice (the confidence head
 shares the decoder), and a learned env can score every mode's plan, not only the executed one
-(`candidate_trajectories`, used by `RLConfig.mode_beta`). Scoring only the executed mode while choosing it by argmax lets each update silently change which
-mode is executed: on a toy reward that undid learning (mean reward 0.18 → 0.10 with 4 modes, 0.20 → 0.62 with 1).
+(`candidate_trajectories`, used by `RLConfig.mode_beta`). Scoring only the executed mode while choosing it by argmax
+lets each update silently change which mode is executed: on a toy reward that undid learning (mean reward
+0.18 → 0.10 with 4 modes, 0.20 → 0.62 with 1).
 
 The observation arrives as Stable-Baselines3 tensors: `camera` `(B, 3, H, W)` uint8 (channel-first), `lidar_bev`
 `(B, 2, S, S)`, `ego_status` `(B, num_history, 7)` and `command` `(B, 4)`.

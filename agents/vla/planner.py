@@ -325,7 +325,8 @@ class DiffusionPlanner(nn.Module):
         alpha = self.alphas_cumprod[t][..., None, None]
         x_t = (alpha.sqrt() * anchors + (1.0 - alpha).sqrt() * noise).clamp(-1.0, 1.0)
         x0, logits = self.denoise(context, x_t, t)
-        positives = anchors_by_distance(self.anchors, trajectory)[:, : self.config.regression_neighbours]  # (B, n)
+        anchor_distance = mean_xy_distance(self.anchors, trajectory)  # (B, M) [m]
+        positives = anchor_distance.argsort(dim=1)[:, : self.config.regression_neighbours]  # (B, n), nearest first
         target = positives[:, 0]
         if self.config.classification_target == "prediction":  # the winner is trained to regress too
             with torch.no_grad():
@@ -336,8 +337,7 @@ class DiffusionPlanner(nn.Module):
         weights = predicted.new_tensor([1.0, self.config.lateral_weight, 1.0])  # x, y, heading
         regression = ((predicted - trajectory[:, None]).abs() * weights).mean()
         if self.config.classification_target == "soft":
-            distances = mean_xy_distance(self.anchors, trajectory)  # (B, M) [m]
-            classification = soft_mode_loss(logits, distances, self.config.soft_target_tau)
+            classification = soft_mode_loss(logits, anchor_distance, self.config.soft_target_tau)
         else:
             labels = F.one_hot(target, self.config.num_anchors).float()
             classification = sigmoid_focal_loss(logits, labels, self.config.focal_alpha, self.config.focal_gamma)
@@ -349,14 +349,9 @@ def mean_xy_distance(modes: torch.Tensor, trajectory: torch.Tensor) -> torch.Ten
     return (modes[..., :2] - trajectory[:, None, :, :2]).norm(dim=-1).mean(dim=-1)
 
 
-def anchors_by_distance(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
-    """`(B, M)` anchor indices `(M, T, 3)` sorted by mean xy distance to each trajectory `(B, T, 3)`, nearest first."""
-    return mean_xy_distance(anchors, trajectory).argsort(dim=1)
-
-
 def nearest_anchor(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
     """Index `(B,)` of the anchor `(M, T, 3)` with the smallest mean xy distance to each trajectory `(B, T, 3)`."""
-    return anchors_by_distance(anchors, trajectory)[:, 0]
+    return mean_xy_distance(anchors, trajectory).argmin(dim=1)
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -379,8 +374,7 @@ def soft_mode_loss(logits: torch.Tensor, distances: torch.Tensor, tau: float) ->
     the demonstration, so the argmax of the confidences is the mode of least expected distance rather than a guess
     at one hard winner.
     """
-    target = torch.softmax(-distances / tau, dim=1)
-    return -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    return F.cross_entropy(logits, torch.softmax(-distances / tau, dim=1))
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -135,4 +135,3 @@ class NavsimVectorEnv(VectorEnv):
         tokens = [token for token in self._tokens for _ in range(per_scene)]
         observations = {key: np.repeat(value, per_scene, axis=0) for key, value in self._obs.items()}
         return self.reward_model.predict(observations, candidates.reshape(-1, 8, 3), tokens)
-

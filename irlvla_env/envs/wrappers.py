@@ -11,6 +11,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from irlvla_env.envs.vector_env import NavsimVectorEnv
+from irlvla_env.rewards import RewardOutput
 
 IMAGE_KEYS = ("camera",)
 
@@ -117,8 +118,8 @@ class SB3NavsimVecEnv(VecEnv):
         dones = terminated | truncated
         return to_sb3_observation(obs, batched=True), rewards.astype(np.float32), dones, infos
 
-    def score_candidates(self, candidates: np.ndarray):
-        """`NavsimVectorEnv.score_candidates`: alternative raw trajectories `(num_envs, M, 8, 3)` for the current scenes."""
+    def score_candidates(self, candidates: np.ndarray) -> RewardOutput:
+        """`NavsimVectorEnv.score_candidates`: raw plans `(num_envs, M, 8, 3)` of the current scenes."""
         return self.venv.score_candidates(candidates)
 
     def close(self) -> None:
