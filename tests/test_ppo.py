@@ -109,15 +109,19 @@ class ToyVectorEnv(VectorEnv):
         return self._observe(self._current), reward, done, np.zeros(self.num_envs, dtype=bool), info
 
 
-def toy_model(agent: VLAAgent, bc_coef: float = 0.1, mode_beta: float | None = None, **kwargs) -> DiffusionPPO:
+def toy_model(agent: VLAAgent, bc_coef: float = 0.1, mode_beta: float | None = None, mode_advantage: bool = False,
+              **kwargs) -> DiffusionPPO:
     k, m = agent.config.num_inference_steps, agent.config.num_anchors
-    env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False), chain_size(agent.config),
-                            num_candidates=m if mode_beta is not None else 0)
-    policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent), num_decisions=k + 1, num_modes=m,
+    candidates = (2 * m if mode_advantage else m) if mode_beta is not None else 0
+    env = ChainActionVecEnv(SB3NavsimVecEnv(ToyVectorEnv(agent), flat_actions=False),
+                            chain_size(agent.config, noise_free_plans=mode_advantage), num_candidates=candidates)
+    core = dict(per_mode=mode_advantage, noise_free_plans=mode_advantage)
+    policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent, **core),
+                         num_decisions=k * (m if mode_advantage else 1) + 1, num_modes=m,
                          frozen_modules=("semantic", "bev"), min_sampling_std=0.05, min_logprob_std=0.05)
     if mode_beta is not None:
         policy_kwargs["mode_lr"] = 1e-2
-    kwargs["mode_beta"] = mode_beta
+    kwargs.update(mode_beta=mode_beta, mode_advantage=mode_advantage)
     settings = dict(n_steps=4, batch_size=8, n_epochs=2, learning_rate=1e-3, seed=0, device="cpu")
     settings.update(kwargs)
     return DiffusionPPO(DiffusionPlannerPolicy, env, bc_coef=bc_coef, policy_kwargs=policy_kwargs, **settings)
@@ -282,7 +286,9 @@ def test_all_mode_update_stores_every_modes_reward_and_moves_the_choice_toward_t
     def cross_entropy() -> float:  # of the current mode choice against pi* on the stored rollout
         data = next(model.rollout_buffer.get(batch_size=None))
         with torch.no_grad():
-            return float(model._mode_loss(policy.evaluate_chains(data.observations, data.actions), data.candidate_rewards))
+            evaluation = policy.evaluate_chains(data.observations, data.actions)
+            target = model._mode_target(evaluation, data.candidate_rewards)
+            return float(-(target * evaluation.mode_log_prob).sum(dim=-1).mean())
 
     model.learn(total_timesteps=model.n_steps * model.n_envs)
     buffer = model.rollout_buffer
@@ -301,6 +307,81 @@ def test_all_mode_update_stores_every_modes_reward_and_moves_the_choice_toward_t
     after_first = cross_entropy()
     model.train()
     assert cross_entropy() < after_first - 1e-3
+
+
+def test_per_mode_core_scores_each_modes_steps_and_keeps_noise_free_plans():
+    agent = tiny_agent()
+    core = VLACore.from_agent(agent, per_mode=True, noise_free_plans=True)
+    summed = VLACore.from_agent(agent)
+    planner, c = agent.planner, agent.config
+    k, m = c.num_inference_steps, c.num_anchors
+    assert core.num_decisions == k * m + 1 and core.num_candidates == 2 * m
+    assert core.decision_weights(0.5).tolist() == [0.5] * m + [1.0] * m + [1.0]
+    _, obs = sb3_batch(agent, n=3)
+    with torch.no_grad():
+        context = core.encode(obs)
+        torch.manual_seed(2)
+        chain = core.sample(context, deterministic=False, min_std=0.05)
+        visited, final, mode = core._split(chain)
+        score = core.score(context, chain, min_std=0.05)
+        # the same sampled chain without the noise-free plans, scored with modes summed per step
+        plain = torch.cat([chain[:, : core._visited_size + m * 24], chain[:, -1:]], dim=1)
+        reference = summed.score(context, plain, min_std=0.05)
+        rows = torch.arange(len(mode))
+        per_step = score.log_prob[:, :-1].view(len(mode), k, m)
+        assert torch.allclose(per_step[:, : k - 1].sum(dim=-1), reference.log_prob[:, : k - 1], atol=1e-3)
+        assert torch.allclose(per_step[rows, k - 1, mode], reference.log_prob[:, k - 1], atol=1e-3)
+        assert torch.allclose(score.log_prob[:, -1], reference.log_prob[:, -1])
+
+        # every noise-free plan follows the step means from its mode's own (noised) start
+        x, stride = visited[:, 0], int(core.timesteps[-1]) + 1
+        for t in core.timesteps:
+            x0, _ = planner.denoise(context, x, t)
+            x, _ = planner.step_gaussian(x0, x, t, t - stride, c.eta)
+        plans = core.candidate_trajectories(context, chain)
+        assert plans.shape == (3, 2 * m, 8, 3)
+        assert torch.allclose(plans[:, m:], planner.normalizer.denormalize(x), atol=1e-5)
+        assert torch.allclose(plans[rows, mode], core.trajectory(context, chain))
+        assert not torch.allclose(plans[:, :m], plans[:, m:], atol=1e-3)  # the sampled ones carry step noise
+        deterministic = core.candidate_trajectories(context, core.sample(context, deterministic=True, min_std=0.05))
+        assert torch.equal(deterministic[:, :m], deterministic[:, m:])
+
+
+def test_per_mode_advantages_score_noise_free_baselines_and_raise_the_weighted_surrogate():
+    agent = tiny_agent()
+    # The mode cross-entropy off (it moves the shared decoder too): what changes is the per-mode PPO term alone. A
+    # small rate: at 1e-3 the toy planner's means move by several stds per update (24-dim Gaussians, std 0.05).
+    model = toy_model(agent, mode_beta=0.05, mode_advantage=True, bc_coef=0.0, n_epochs=1, mode_coef=0.0,
+                      learning_rate=1e-5)
+    policy: DiffusionPlannerPolicy = model.policy
+    m, k = agent.config.num_anchors, agent.config.num_inference_steps
+    assert policy.action_space.shape == (policy.core.chain_size + (2 * m + 1) * 24,)
+    model.learn(total_timesteps=model.n_steps * model.n_envs)
+    buffer = model.rollout_buffer
+    candidates = buffer.actions[:, -(2 * m + 1) * 24 : -24].reshape(-1, 2 * m, 8, 3)
+    space = trajectory_space()
+    assert buffer.candidate_rewards.shape == (model.n_steps * model.n_envs, 2 * m)
+    assert np.allclose(buffer.candidate_rewards, ToyVectorEnv.reward(np.clip(candidates, space.low, space.high)),
+                       atol=1e-5)
+    assert buffer.log_probs.shape[-1] == k * m + 1
+
+    def surrogate() -> float:  # PPO's objective: the pi*-weighted per-mode advantages times each mode's ratio
+        data = next(buffer.get(batch_size=None))
+        with torch.no_grad():
+            evaluation = policy.evaluate_chains(data.observations, data.actions)
+            target = model._mode_target(evaluation, data.candidate_rewards)
+            step_weight = policy.core.decision_weights(model.denoising_gamma)
+            advantages = model._mode_advantages(target, data.candidate_rewards, step_weight)
+        assert advantages[:, -1].abs().sum() == 0 and advantages.abs().sum() > 0
+        return float((advantages * (evaluation.log_prob - data.old_log_prob).exp()).sum(dim=1).mean())
+
+    before = surrogate()
+    model.train()
+    assert surrogate() > before + 0.05
+    with pytest.raises(ValueError, match="needs mode_beta"):
+        toy_model(agent, mode_beta=None, mode_advantage=True)
+    with pytest.raises(ValueError, match="needs mode_beta"):
+        RLConfig(mode_beta=None, mode_advantage=True)
 
 
 def test_all_mode_update_refuses_an_env_without_candidate_rewards():

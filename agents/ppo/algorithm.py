@@ -39,17 +39,30 @@ class DiffusionPPO(PPO):
     :param bc_coef: weight of the KL to the frozen imitation policy.
     :param mode_beta: beta of the all-mode update (None: off, the mode choice is one more PPO ratio). Needs the env's
         `candidate_rewards` and a policy with `score_candidates=True`.
+    Per-mode advantages (`mode_advantage`, on top of the all-mode update): the executed mode's advantage says
+    nothing about the noise the other M - 1 chains drew, yet a step's log-probability sums all M. Instead each mode's
+    Gaussian steps form their own ratios (a core with `per_mode=True`) with the advantage r_m − r̄_m, where r̄_m is
+    the reward of the same mode's noise-free plan (every step at its mean, from the same noised anchor; a core with
+    `noise_free_plans=True` puts those M plans after the sampled ones, so the env scores 2M): a control variate that
+    removes the difference between modes and keeps only what the sampled noise changed. Modes are weighted by the
+    all-mode target pi*, so the plans the policy will pick improve first.
+
     :param mode_coef: weight of the all-mode cross-entropy in the loss.
+    :param mode_advantage: per-mode advantages for the denoising steps (needs `mode_beta`).
     """
 
     def __init__(self, policy: Any, env: Any, denoising_gamma: float = 0.9, bc_coef: float = 0.0,
-                 mode_beta: float | None = None, mode_coef: float = 1.0, **kwargs: Any) -> None:
+                 mode_beta: float | None = None, mode_coef: float = 1.0, mode_advantage: bool = False,
+                 **kwargs: Any) -> None:
         self.denoising_gamma = float(denoising_gamma)
         self.bc_coef = float(bc_coef)
         if mode_beta is not None and not mode_beta > 0:
             raise ValueError(f"DiffusionPPO mode_beta must be > 0 or None, got {mode_beta}")
         self.mode_beta = None if mode_beta is None else float(mode_beta)
         self.mode_coef = float(mode_coef)
+        if mode_advantage and self.mode_beta is None:
+            raise ValueError("DiffusionPPO(mode_advantage=True) needs mode_beta: its modes are weighted by pi*")
+        self.mode_advantage = bool(mode_advantage)
         self.minibatch_stats: dict[str, list[float]] = {}  # per-minibatch figures of the last `train()`
         policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
         decisions = policy_kwargs.pop("num_decisions", None)
@@ -58,7 +71,8 @@ class DiffusionPPO(PPO):
             raise ValueError("DiffusionPPO needs policy_kwargs['num_decisions'] (the core's) to size its rollout buffer")
         if self.mode_beta is not None and not modes:
             raise ValueError("DiffusionPPO(mode_beta=...) needs policy_kwargs['num_modes'] (the core's M)")
-        candidates = modes if self.mode_beta is not None else 0
+        self.num_modes = int(modes)
+        candidates = modes * (2 if self.mode_advantage else 1) if self.mode_beta is not None else 0
         policy_kwargs["score_candidates"] = bool(candidates)
         kwargs["policy_kwargs"] = policy_kwargs
         kwargs.setdefault("rollout_buffer_class", DenoisingRolloutBuffer)
@@ -75,10 +89,22 @@ class DiffusionPPO(PPO):
                                    "wrap the env in ChainActionVecEnv(num_candidates=M)")
             self.rollout_buffer.add_candidate_rewards(np.stack([info["candidate_rewards"] for info in infos]))
 
-    def _mode_loss(self, evaluation: Any, candidate_rewards: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the mode choice against pi* ∝ pi_IL · exp(r / beta), per scene."""
-        target = torch.softmax(evaluation.reference_mode_log_prob + candidate_rewards / self.mode_beta, dim=-1)
-        return -(target * evaluation.mode_log_prob).sum(dim=-1).mean()
+    def _mode_target(self, evaluation: Any, candidate_rewards: torch.Tensor) -> torch.Tensor:
+        """pi* ∝ pi_IL · exp(r / beta) `(B, M)` over the sampled plans' rewards, per scene."""
+        rewards = candidate_rewards[:, : self.num_modes]
+        return torch.softmax(evaluation.reference_mode_log_prob + rewards / self.mode_beta, dim=-1)
+
+    def _mode_advantages(self, target: torch.Tensor, candidate_rewards: torch.Tensor,
+                         step_weight: torch.Tensor) -> torch.Tensor:
+        """`(B, D)` advantages of the per-mode layout: column k·M + j gets pi*(j)·(r_j − r̄_j)·gamma_k, scaled by
+        the minibatch's pi*-weighted RMS; the mode-choice column 0."""
+        m = self.num_modes
+        advantage = candidate_rewards[:, :m] - candidate_rewards[:, m:]
+        rms = ((target * advantage**2).sum() / target.sum()).sqrt()
+        weighted = target * advantage / (rms + 1e-8)
+        steps = (len(step_weight) - 1) // m
+        columns = weighted.repeat(1, steps) * step_weight[None, :-1]
+        return torch.cat([columns, torch.zeros_like(columns[:, :1])], dim=1)
 
     def train(self) -> None:
         policy: DiffusionPlannerPolicy = self.policy  # type: ignore[assignment]
@@ -90,6 +116,10 @@ class DiffusionPPO(PPO):
         step_weight = policy.core.decision_weights(self.denoising_gamma).to(self.device, torch.float32)
         if self.mode_beta is not None:
             step_weight[-1] = 0.0  # the mode choice learns from the all-mode target instead of its sampled ratio
+        if self.mode_advantage and (len(step_weight) - 1) % self.num_modes:
+            raise ValueError(f"mode_advantage needs a per-mode core (decisions = steps·M + 1); this one has "
+                             f"{len(step_weight)} decisions for M={self.num_modes}")
+        gaussian_steps = (len(step_weight) - 1) // (self.num_modes if self.mode_advantage else 1)
         pg_losses, value_losses, bc_losses, mode_losses, clip_fractions, kls = [], [], [], [], [], []
         continue_training = True
         for epoch in range(self.n_epochs):
@@ -98,19 +128,26 @@ class DiffusionPPO(PPO):
                     data.observations, data.actions, with_reference=self.bc_coef > 0 or self.mode_beta is not None
                 )
                 values, log_prob = evaluation.values, evaluation.log_prob
-                advantages = data.advantages
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                target = None
+                if self.mode_beta is not None:
+                    target = self._mode_target(evaluation, data.candidate_rewards)
+                if self.mode_advantage:
+                    adv = self._mode_advantages(target, data.candidate_rewards, step_weight)
+                else:
+                    advantages = data.advantages
+                    if self.normalize_advantage and len(advantages) > 1:
+                        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                    adv = advantages[:, None] * step_weight[None, :]
                 log_ratio = log_prob - data.old_log_prob  # (B, decisions)
                 ratio = torch.exp(log_ratio)
-                adv = advantages[:, None] * step_weight[None, :]
                 surrogate = torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - clip_range, 1 + clip_range))
-                policy_loss = -surrogate.mean()
+                # per-mode columns are pi*-weighted: their sum over modes is one step's term
+                policy_loss = -surrogate.sum(dim=1).mean() / (gaussian_steps + 1)
                 value_loss = F.mse_loss(data.returns, values.flatten())
                 bc_loss = evaluation.kl.mean()
                 loss = policy_loss + self.vf_coef * value_loss + self.bc_coef * bc_loss
-                if self.mode_beta is not None:
-                    mode_loss = self._mode_loss(evaluation, data.candidate_rewards)
+                if target is not None:  # cross-entropy of the mode choice against pi*
+                    mode_loss = -(target * evaluation.mode_log_prob).sum(dim=-1).mean()
                     loss = loss + self.mode_coef * mode_loss
                     mode_losses.append(mode_loss.item())
                 with torch.no_grad():  # k3 estimator of KL(old || new), per (env step, denoising step)

@@ -26,6 +26,9 @@ class RLConfig:
         each visited scene and the mode choice is fitted to pi* ∝ pi_IL · exp(reward / mode_beta), the optimum of
         E[r] − mode_beta · KL(pi || pi_IL). None switches it off (the mode choice is then one more PPO ratio).
     :param mode_coef: weight of that update's cross-entropy in the loss.
+    :param mode_advantage: per-mode advantages for the denoising steps (needs `mode_beta`): each mode's chain gets
+        r_m − r̄_m, its plan's reward minus that of its noise-free plan (the env scores 2M plans per scene), weighted
+        by pi* (`agents.ppo.algorithm.DiffusionPPO`). Off: every mode's noise shares the executed mode's advantage.
     :param mode_learning_rate: learning rate of the confidence head (the parameters only the mode choice reads)
         under the all-mode update; the rest of the planner keeps `learning_rate`.
     :param uncertainty_penalty: reward -= coef * RWM uncertainty (0 switches it off).
@@ -68,6 +71,7 @@ class RLConfig:
     mode_beta: float | None = 0.05
     mode_coef: float = 1.0
     mode_learning_rate: float = 1e-2
+    mode_advantage: bool = False
     uncertainty_penalty: float = 0.0
     frozen_modules: tuple[str, ...] = ("semantic", "bev")
     value_hidden: int = 128
@@ -90,6 +94,8 @@ class RLConfig:
             raise ValueError(f"RLConfig.clip_range must be in (0, 1), got {self.clip_range}")
         if self.mode_beta is not None and not self.mode_beta > 0:
             raise ValueError(f"RLConfig.mode_beta must be > 0 or None (off), got {self.mode_beta}")
+        if self.mode_advantage and self.mode_beta is None:
+            raise ValueError("RLConfig.mode_advantage needs mode_beta (its modes are weighted by the all-mode target)")
         if self.min_sampling_std <= 0 or self.min_logprob_std <= 0:
             raise ValueError("RLConfig.min_sampling_std and min_logprob_std must be > 0")
 

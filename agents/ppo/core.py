@@ -33,6 +33,7 @@ class DiffusionCore(Protocol):
     num_steps: int  # K, the denoising steps of the inner MDP
     num_decisions: int  # columns of `ChainScore.log_prob`
     num_modes: int  # M, the plans a discrete mode choice picks from (1 for a single-mode planner)
+    num_candidates: int  # plans `candidate_trajectories` returns: M, or 2M with each mode's noise-free plan
     chain_size: int  # width of a flattened chain
     context_dim: int  # width of `pooled(context)`, the value head's input
 
@@ -58,7 +59,8 @@ class DiffusionCore(Protocol):
         """The executed `(B, 8, 3)` plan in metres/radians, ego frame."""
 
     def candidate_trajectories(self, context: Any, chain: torch.Tensor) -> torch.Tensor:
-        """`(B, M, 8, 3)`: the plan each of the M modes would have executed (the all-mode update scores them all)."""
+        """`(B, num_candidates, 8, 3)`: the plan each of the M modes would have executed (the all-mode update scores
+        them all), then, where the core keeps them, each mode's noise-free plan (the per-mode baselines)."""
 
     def mode_parameters(self) -> list[torch.nn.Parameter]:
         """The trainable parameters that only the mode choice reads (they may learn at their own rate)."""

@@ -87,7 +87,7 @@ class DiffusionPlannerPolicy(BasePolicy):
         if not isinstance(self.core, nn.Module):
             raise TypeError("the diffusion core must be a torch.nn.Module")
         self.score_candidates = bool(score_candidates)
-        candidates = self.core.num_modes if self.score_candidates else 0
+        candidates = self.core.num_candidates if self.score_candidates else 0
         expected = self.core.chain_size + (candidates + 1) * TRAJECTORY_DIM
         if action_space.shape != (expected,):
             raise ValueError(f"action space {action_space.shape} does not hold this core's chain ‖ {candidates} "

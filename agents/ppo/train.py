@@ -65,8 +65,9 @@ def build_env(config: RLConfig, agent: Any) -> ChainActionVecEnv:
         config.num_envs, scene_pool=pool, split=config.split, reward_model=config.reward_model,
         observation=agent.observation_config, data_root=config.data_root, max_scenes=config.max_scenes,
     )
-    width = chain_size(agent.config, config.denoising_steps)
-    candidates = agent.config.num_anchors if config.mode_beta is not None else 0
+    width = chain_size(agent.config, config.denoising_steps, noise_free_plans=config.mode_advantage)
+    modes = agent.config.num_anchors
+    candidates = modes * (2 if config.mode_advantage else 1) if config.mode_beta is not None else 0
     return ChainActionVecEnv(SB3NavsimVecEnv(vector, flat_actions=False), width, config.uncertainty_penalty, candidates)
 
 
@@ -77,8 +78,10 @@ def build_model(config: RLConfig, agent: Any, env: ChainActionVecEnv) -> Diffusi
     policy_kwargs = dict(
         core_factory=lambda: VLACore.from_agent(agent, num_steps, cache_capacity=cache,
                                                 execute_mean=config.execute_mean,
-                                                mode_temperature=config.mode_temperature),
-        num_decisions=num_decisions(agent.config, num_steps, config.execute_mean),
+                                                mode_temperature=config.mode_temperature,
+                                                per_mode=config.mode_advantage,
+                                                noise_free_plans=config.mode_advantage),
+        num_decisions=num_decisions(agent.config, num_steps, config.execute_mean, per_mode=config.mode_advantage),
         num_modes=agent.config.num_anchors,
         min_sampling_std=config.min_sampling_std,
         min_logprob_std=config.min_logprob_std,
@@ -90,7 +93,7 @@ def build_model(config: RLConfig, agent: Any, env: ChainActionVecEnv) -> Diffusi
     return DiffusionPPO(
         DiffusionPlannerPolicy, env,
         denoising_gamma=config.denoising_gamma, bc_coef=config.bc_coef, mode_beta=config.mode_beta,
-        mode_coef=config.mode_coef,
+        mode_coef=config.mode_coef, mode_advantage=config.mode_advantage,
         learning_rate=config.learning_rate, n_steps=config.n_steps, batch_size=config.batch_size,
         n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip_range,
         vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm, target_kl=config.target_kl, ent_coef=0.0,

@@ -44,15 +44,20 @@ MODULE_NAMES = (*SCENE_MODULES, "planner")
 OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command")
 
 
-def num_decisions(config: VLAConfig, num_steps: int | None = None, execute_mean: bool = False) -> int:
-    """K Gaussian denoising steps (K - 1 when the last step executes its mean), then the mode choice."""
-    return int(num_steps or config.num_inference_steps) + (0 if execute_mean else 1)
+def num_decisions(config: VLAConfig, num_steps: int | None = None, execute_mean: bool = False,
+                  per_mode: bool = False) -> int:
+    """K Gaussian denoising steps (K - 1 when the last step executes its mean), then the mode choice; with
+    `per_mode` every Gaussian step has one column per mode (M of them)."""
+    gaussian = int(num_steps or config.num_inference_steps) - (1 if execute_mean else 0)
+    return gaussian * (config.num_anchors if per_mode else 1) + 1
 
 
-def chain_size(config: VLAConfig, num_steps: int | None = None) -> int:
-    """Width of a flattened VLA chain: K x M visited samples, M final `x_0` (one per mode), the executed mode index."""
+def chain_size(config: VLAConfig, num_steps: int | None = None, noise_free_plans: bool = False) -> int:
+    """Width of a flattened VLA chain: K x M visited samples, M final `x_0` (one per mode), with `noise_free_plans`
+    M more (each mode's plan had its steps taken their means), then the executed mode index."""
     k = int(num_steps or config.num_inference_steps)
-    return (k + 1) * config.num_anchors * config.num_poses * 3 + 1
+    plans = k + 1 + (1 if noise_free_plans else 0)
+    return plans * config.num_anchors * config.num_poses * 3 + 1
 
 
 def observation_digests(observations: dict[str, torch.Tensor]) -> list[bytes]:
@@ -134,6 +139,12 @@ class VLACore(nn.Module):
         confidences with a per-mode BCE, so at temperature 1 their softmax over 20 modes is flat and rollouts
         execute modes the deterministic policy never picks (rollout EPDMS 0.5 against 0.81 deterministic, measured);
         a low temperature explores among the plausible modes only.
+    :param per_mode: score each Gaussian step of each mode as its own decision (`(B, steps · M + 1)` log-probs,
+        step-major), so every mode's chain can get its own advantage (`RLConfig.mode_advantage`). Otherwise a
+        step's column sums all M modes.
+    :param noise_free_plans: the chain also holds every mode's noise-free plan: from the same noised anchor, each
+        step takes its mean. Its reward is the per-mode baseline of `RLConfig.mode_advantage="plan"`, and
+        `candidate_trajectories` then returns 2M plans (sampled ones first).
     """
 
     def __init__(
@@ -147,6 +158,8 @@ class VLACore(nn.Module):
         cache_capacity: int = 4096,
         execute_mean: bool = False,
         mode_temperature: float = 1.0,
+        per_mode: bool = False,
+        noise_free_plans: bool = False,
     ) -> None:
         super().__init__()
         self.config = config
@@ -156,13 +169,16 @@ class VLACore(nn.Module):
         self.timesteps = planner.timesteps(self.num_steps)  # validates K against the schedule
         self.context_dim = 2 * config.d_model
         self._visited_size = self.num_steps * config.num_anchors * config.num_poses * 3
-        self.chain_size = chain_size(config, self.num_steps)
+        self.noise_free_plans = bool(noise_free_plans)
+        self.chain_size = chain_size(config, self.num_steps, self.noise_free_plans)
         self.execute_mean = bool(execute_mean)
         if not mode_temperature > 0:
             raise ValueError(f"VLACore mode_temperature must be > 0, got {mode_temperature}")
         self.mode_temperature = float(mode_temperature)
-        self.num_decisions = num_decisions(config, self.num_steps, self.execute_mean)
+        self.per_mode = bool(per_mode)
+        self.num_decisions = num_decisions(config, self.num_steps, self.execute_mean, self.per_mode)
         self.num_modes = config.num_anchors
+        self.num_candidates = self.num_modes * (2 if self.noise_free_plans else 1)
         self.frozen: set[str] = set()
         self.cache = SceneTokenCache(cache_capacity)
 
@@ -174,10 +190,12 @@ class VLACore(nn.Module):
         cache_capacity: int = 4096,
         execute_mean: bool = False,
         mode_temperature: float = 1.0,
+        **options: bool,
     ) -> "VLACore":
-        """Wrap a `VLAAgent`; the core trains the agent's own modules in place."""
+        """Wrap a `VLAAgent`; the core trains the agent's own modules in place (`options`: `per_mode`,
+        `noise_free_plans`)."""
         return cls(agent.config, agent.tokenizer, agent.semantic, agent.bev, agent.planner, num_steps, cache_capacity,
-                   execute_mean, mode_temperature)
+                   execute_mean, mode_temperature, **options)
 
     # ------------------------------------------------------------------------------------------ set-up
     def freeze(self, names: Sequence[str]) -> None:
@@ -205,7 +223,8 @@ class VLACore(nn.Module):
         parts = {name: getattr(self, name) if name in self.frozen else copy.deepcopy(getattr(self, name))
                  for name in MODULE_NAMES}
         reference = VLACore(self.config, self.tokenizer, **parts, num_steps=self.num_steps,
-                            execute_mean=self.execute_mean, mode_temperature=self.mode_temperature)
+                            execute_mean=self.execute_mean, mode_temperature=self.mode_temperature,
+                            per_mode=self.per_mode, noise_free_plans=self.noise_free_plans)
         reference.cache = self.cache
         reference.freeze(MODULE_NAMES)
         return reference
@@ -256,16 +275,16 @@ class VLACore(nn.Module):
         return torch.cat([context.tokens.mean(dim=1), context.ego], dim=-1)
 
     # ------------------------------------------------------------------------------------------ the chain
-    def _finals(self, chain: torch.Tensor) -> torch.Tensor:
-        """Every mode's `x_0` `(B, M, T, 3)` of a flat chain."""
+    def _plans(self, chain: torch.Tensor) -> torch.Tensor:
+        """Every mode's `x_0` `(B, M, T, 3)` of a flat chain, then (with `noise_free_plans`) every noise-free one."""
         if chain.shape[-1] != self.chain_size:
             raise ValueError(f"chain has width {chain.shape[-1]}, expected {self.chain_size} (K={self.num_steps}, "
-                             f"M={self.config.num_anchors})")
-        return chain[:, self._visited_size : -1].view(chain.shape[0], self.config.num_anchors, self.config.num_poses, 3)
+                             f"M={self.config.num_anchors}, noise_free_plans={self.noise_free_plans})")
+        return chain[:, self._visited_size : -1].view(chain.shape[0], self.num_candidates, self.config.num_poses, 3)
 
     def _split(self, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flat chain → visited samples `(B, K, M, T, 3)`, executed `x_0` `(B, T, 3)`, mode index `(B,)`."""
-        finals, batch = self._finals(chain), chain.shape[0]
+        finals, batch = self._plans(chain)[:, : self.num_modes], chain.shape[0]
         visited = chain[:, : self._visited_size].view(batch, self.num_steps, *finals.shape[1:])
         mode = chain[:, -1].round().long()
         return visited, finals[torch.arange(batch, device=chain.device), mode], mode
@@ -274,38 +293,50 @@ class VLACore(nn.Module):
         """Denoise every anchor (mode), pick a mode from the final confidences, sample its `x_0`.
 
         Stochastic: anchors noised to the start level, Gaussian steps, mode ~ softmax(confidence). Deterministic:
-        un-noised anchors, step means, the most confident mode: exactly the imitation policy's plan.
+        un-noised anchors, step means, the most confident mode: exactly the imitation policy's plan. With
+        `noise_free_plans`, a second set of M chains starts from the same noised anchors and takes every step's mean
+        (one decoder call for both sets); a deterministic chain is its own noise-free plan.
         """
         planner, steps = self.planner, self.timesteps.to(context.ego.device)
         stride = int(steps[-1]) + 1
-        batch = context.tokens.shape[0]
+        batch, m = context.tokens.shape[0], self.num_modes
         anchors = planner.normalized_anchors().unsqueeze(0).expand(batch, -1, -1, -1)
         alpha = planner.alphas_cumprod[steps[0]]
         x = alpha.sqrt() * anchors
         if not deterministic:
             x = x + (1.0 - alpha).sqrt() * torch.randn_like(anchors)
+        twin = self.noise_free_plans and not deterministic  # M noise-free chains ride along as M more queries
+        if twin:
+            x = torch.cat([x, x], dim=1)
+        anchor_index = torch.arange(m, device=x.device).repeat(2 if twin else 1)
         visited = []
         for i, t in enumerate(steps):
-            visited.append(x)
-            x0, logits = planner.denoise(context, x, t)
+            visited.append(x[:, :m])
+            x0, logits = planner.denoise(context, x, t, anchor_index=anchor_index)
             mean, std = planner.step_gaussian(x0, x, t, t - stride, self.config.eta)
             last = i == len(steps) - 1
             if deterministic or (last and self.execute_mean):
                 x = mean
             else:
-                x = mean + std.clamp(min=min_std)[..., None, None] * torch.randn_like(mean)
+                noise = std.clamp(min=min_std)[..., None, None] * torch.randn_like(mean)
+                if twin:
+                    noise[:, m:] = 0.0
+                x = mean + noise
+        logits = logits[:, :m]
         if deterministic:
             mode = logits.argmax(dim=1)
         else:
             mode = torch.distributions.Categorical(logits=logits / self.mode_temperature).sample()
-        return torch.cat([torch.stack(visited, dim=1).flatten(1), x.flatten(1), mode[:, None].float()], dim=1)
+        plans = x if twin else (torch.cat([x, x], dim=1) if self.noise_free_plans else x)
+        return torch.cat([torch.stack(visited, dim=1).flatten(1), plans.flatten(1), mode[:, None].float()], dim=1)
 
     def score(self, context: PlannerContext, chain: torch.Tensor, min_std: float) -> ChainScore:
         """Every denoising step of every mode in one decoder call (modes and steps are independent queries).
 
         Columns: step k < K-1 scores the next samples of all M modes (the mode choice depends on all of them);
         step K-1 the executed mode's `x_0` (no column with `execute_mean`); the last column the mode choice, log
-        softmax of the confidences at `x_1`.
+        softmax of the confidences at `x_1`. With `per_mode`, each Gaussian step has M columns instead (mode j's
+        sample at step k in column k·M + j; step K-1 then scores every mode's `x_0`).
         """
         visited, final, mode = self._split(chain)
         batch, k, m = visited.shape[:3]
@@ -318,11 +349,16 @@ class VLACore(nn.Module):
         mean, std = self.planner.step_gaussian(x0, inputs, t, t - stride, self.config.eta)
         mean, std = mean.view_as(visited), std.clamp(min=min_std).view(batch, k, m)
         rows = torch.arange(batch, device=chain.device)
-        inner = gaussian_log_prob(visited[:, 1:], mean[:, :-1], std[:, :-1]).sum(dim=-1)  # (B, K-1)
+        inner = gaussian_log_prob(visited[:, 1:], mean[:, :-1], std[:, :-1])  # (B, K-1, M)
         selection = (logits.view(batch, k, m)[:, -1] / self.mode_temperature).log_softmax(dim=-1)  # (B, M)
-        columns = [inner]
-        if not self.execute_mean:
-            columns.append(gaussian_log_prob(final, mean[rows, -1, mode], std[rows, -1, mode])[:, None])
+        if self.per_mode:
+            columns = [inner.flatten(1)]
+            if not self.execute_mean:
+                columns.append(gaussian_log_prob(self._plans(chain)[:, :m], mean[:, -1], std[:, -1]))
+        else:
+            columns = [inner.sum(dim=-1)]
+            if not self.execute_mean:
+                columns.append(gaussian_log_prob(final, mean[rows, -1, mode], std[rows, -1, mode])[:, None])
         log_prob = torch.cat([*columns, selection[rows, mode][:, None]], dim=1)
         return ChainScore(log_prob, {"mean": mean, "std": std, "selection": selection, "mode": mode})
 
@@ -335,11 +371,11 @@ class VLACore(nn.Module):
         return score.params["selection"]
 
     def decision_weights(self, denoising_gamma: float) -> torch.Tensor:
-        """`gamma^(K-1), …, gamma, 1` for the denoising steps (without the 1 when the last executes its mean), then
-        1 for the mode choice."""
+        """`gamma^(K-1), …, gamma, 1` for the denoising steps (without the 1 when the last executes its mean; each
+        repeated M times with `per_mode`), then 1 for the mode choice."""
         k = self.num_steps
         steps = [denoising_gamma ** (k - i - 1) for i in range(k - 1 if self.execute_mean else k)]
-        return torch.tensor(steps + [1.0])
+        return torch.tensor([w for w in steps for _ in range(self.num_modes if self.per_mode else 1)] + [1.0])
 
     def kl(self, score: ChainScore, reference: ChainScore) -> torch.Tensor:
         """Gaussian KLs at the visited states (equal stds: `|Δmean|² / 2σ²`) plus KL of the mode choice."""
@@ -354,5 +390,6 @@ class VLACore(nn.Module):
         return self.planner.normalizer.denormalize(self._split(chain)[1])
 
     def candidate_trajectories(self, context: PlannerContext, chain: torch.Tensor) -> torch.Tensor:
-        """Every mode's plan `(B, M, T, 3)` in metres: what the executed one would have been under each choice."""
-        return self.planner.normalizer.denormalize(self._finals(chain))
+        """Every mode's plan `(B, M, T, 3)` in metres: what the executed one would have been under each choice; with
+        `noise_free_plans`, `(B, 2M, T, 3)`: then every mode's noise-free plan."""
+        return self.planner.normalizer.denormalize(self._plans(chain))
