@@ -29,6 +29,9 @@ class RLConfig:
     :param mode_advantage: per-mode advantages for the denoising steps (needs `mode_beta`): each mode's chain gets
         r_m − r̄_m, its plan's reward minus that of its noise-free plan (the env scores 2M plans per scene), weighted
         by pi* (`agents.ppo.algorithm.DiffusionPPO`). Off: every mode's noise shares the executed mode's advantage.
+        Off by default because it measured lower (one IL VLA at 76.7, seed 0, 4,096 steps, 300 navtest scenes):
+        rule-based reward 78.0 against 78.7 without it; RWM 75.9 against 76.6; with mode_coef 10, 75.7 against 77.2.
+        Its updates are far smaller (approx. KL 0.02 against 0.28 for the summed 480-dimensional step column).
     :param mode_learning_rate: learning rate of the confidence head (the parameters only the mode choice reads)
         under the all-mode update; the rest of the planner keeps `learning_rate`.
     :param uncertainty_penalty: reward -= coef * RWM uncertainty (0 switches it off).
