@@ -12,7 +12,12 @@ reward model, and the script prints the true EPDMS of the mode picked by
 - `best`: the rule-based best mode (an oracle).
 
 A reward model whose `reward` pick falls below `confidence` cannot teach RL to choose better modes; a `kl_optimum`
-above `confidence` is what RL with that reward could gain in mode choice alone.
+above `confidence` is what RL with that reward could gain in mode choice alone. A second table gives the true
+sub-scores at each pick, which shows where a reward model misjudges the policy's own modes.
+
+Measured (imitation VLA of a default pipeline, default RWM, 300 navtest scenes): confidence 0.811, reward 0.788,
+kl_optimum 0.842, best 0.954. Against the confidence pick, the RWM's pick gains DAC (0.91 vs 0.87), DDC and EP
+and loses TLC (0.967 vs 1.0), NC and TTC (150 scenes).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     pool = ScenePool(args.split, agent.observation_config, args.data_root, args.scenes)
     rule, learned = pool.reward_model("epdms"), pool.reward_model(args.reward_model)
     picks: dict[str, list[float]] = {"confidence": [], "reward": [], "kl_optimum": [], "best": []}
+    subscores: dict[str, dict[str, list[float]]] = {name: {} for name in picks}  # true sub-scores at each pick
     for token in pool.tokens:
         batch = {key: np.asarray(value)[None] for key, value in pool.observation(token).items()}
         with torch.no_grad():
@@ -49,17 +55,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         confidence = out["confidences"][0].cpu().numpy()
         repeated = {key: np.repeat(value, len(modes), axis=0) for key, value in batch.items()}
         tokens = [token] * len(modes)
-        true = rule.predict(repeated, modes, tokens).epdms
+        scored = rule.predict(repeated, modes, tokens)
+        true = scored.epdms
         reward = learned.predict(repeated, modes, tokens).reward
-        picks["confidence"].append(true[np.argmax(confidence)])
-        picks["reward"].append(true[np.argmax(reward)])
-        picks["kl_optimum"].append(true[np.argmax(confidence / args.temperature + reward / args.beta)])
-        picks["best"].append(true.max())
+        chosen = {
+            "confidence": int(np.argmax(confidence)),
+            "reward": int(np.argmax(reward)),
+            "kl_optimum": int(np.argmax(confidence / args.temperature + reward / args.beta)),
+            "best": int(np.argmax(true)),
+        }
+        for name, index in chosen.items():
+            picks[name].append(true[index])
+            for metric, values in scored.subscores.items():
+                subscores[name].setdefault(metric, []).append(values[index])
     result = {name: float(np.mean(values)) for name, values in picks.items()}
     print(f"true EPDMS (one-stage) of the picked mode, {len(pool.tokens)} {args.split} scenes, "
           f"{len(modes)} modes each, reward model {args.reward_model!r}:")
     for name, value in result.items():
         print(f"  {name:<11} {value:.4f}")
+    metrics = [m for m in subscores["best"] if np.isfinite(subscores["best"][m]).any()]
+    print("true sub-scores at each pick:")
+    print("  " + " " * 11 + "".join(f"{m:>7}" for m in metrics))
+    for name, table in subscores.items():
+        print(f"  {name:<11}" + "".join(f"{np.nanmean(table[m]):>7.3f}" for m in metrics))
     return result
 
 
