@@ -35,10 +35,6 @@ class DiffusionPPO(PPO):
     2,048 steps; the all-mode update 82.3 after 4,096 steps with the confidence head at lr 1e-2 (81.2 at 2,048;
     80.5 with the head at the planner's 1e-4, where only 2 % of the picks changed).
 
-    :param denoising_gamma: discount over denoising steps (1 = all steps equal).
-    :param bc_coef: weight of the KL to the frozen imitation policy.
-    :param mode_beta: beta of the all-mode update (None: off, the mode choice is one more PPO ratio). Needs the env's
-        `candidate_rewards` and a policy with `score_candidates=True`.
     Per-mode advantages (`mode_advantage`, on top of the all-mode update): the executed mode's advantage says
     nothing about the noise the other M - 1 chains drew, yet a step's log-probability sums all M. Instead each mode's
     Gaussian steps form their own ratios (a core with `per_mode=True`) with the advantage r_m − r̄_m, where r̄_m is
@@ -47,6 +43,10 @@ class DiffusionPPO(PPO):
     removes the difference between modes and keeps only what the sampled noise changed. Modes are weighted by the
     all-mode target pi*, so the plans the policy will pick improve first.
 
+    :param denoising_gamma: discount over denoising steps (1 = all steps equal).
+    :param bc_coef: weight of the KL to the frozen imitation policy.
+    :param mode_beta: beta of the all-mode update (None: off, the mode choice is one more PPO ratio). Needs the env's
+        `candidate_rewards` and a policy with `score_candidates=True`.
     :param mode_coef: weight of the all-mode cross-entropy in the loss.
     :param mode_advantage: per-mode advantages for the denoising steps (needs `mode_beta`).
     """

@@ -143,7 +143,7 @@ class VLACore(nn.Module):
         step-major), so every mode's chain can get its own advantage (`RLConfig.mode_advantage`). Otherwise a
         step's column sums all M modes.
     :param noise_free_plans: the chain also holds every mode's noise-free plan: from the same noised anchor, each
-        step takes its mean. Its reward is the per-mode baseline of `RLConfig.mode_advantage="plan"`, and
+        step takes its mean. Its reward is the per-mode baseline of `RLConfig.mode_advantage`, and
         `candidate_trajectories` then returns 2M plans (sampled ones first).
     """
 
@@ -327,7 +327,7 @@ class VLACore(nn.Module):
             mode = logits.argmax(dim=1)
         else:
             mode = torch.distributions.Categorical(logits=logits / self.mode_temperature).sample()
-        plans = x if twin else (torch.cat([x, x], dim=1) if self.noise_free_plans else x)
+        plans = torch.cat([x, x], dim=1) if self.noise_free_plans and deterministic else x  # twin: already 2M
         return torch.cat([torch.stack(visited, dim=1).flatten(1), plans.flatten(1), mode[:, None].float()], dim=1)
 
     def score(self, context: PlannerContext, chain: torch.Tensor, min_std: float) -> ChainScore:
