@@ -1,10 +1,12 @@
 """Inference latency of every registered agent, and of the VLA's planner against the number of denoising steps.
 
     .venv/bin/python benchmarks/bench_agents.py [--repeats 20] [--batch 1] [--threads 2] [--data-root DIR]
+    python benchmarks/bench_agents.py --device cuda --preset real --batch 8   # NAVSIM-size agents on a GPU
 
 Part 1 times `agent.forward` on features built by each agent's own builders from one scene of the navtest split
-(the embedded synthetic data unless `$OPENSCENE_DATA_ROOT` says otherwise), batch `--batch`, CPU, untrained
-weights: latency does not depend on them. Part 2 times the VLA planner alone on a fixed scene context (from random
+(the embedded synthetic data unless `$OPENSCENE_DATA_ROOT` says otherwise), batch `--batch`, on `--device`, untrained
+weights: latency does not depend on them. `--preset real` builds the learnable agents at the sizes of
+`irlvla train il --preset real`; on CUDA the forward also runs under bf16 autocast, as that training does. Part 2 times the VLA planner alone on a fixed scene context (from random
 observations of the right shapes, so it runs without data) for
 K = 1, 2, 5, 10, 20 truncated DDIM steps from the anchors, side by side with the reference that DiffusionDrive
 compares against: 20 steps of vanilla diffusion from pure noise (t = 999). DiffusionDrive reports 2 steps at 7.6 ms
@@ -14,6 +16,7 @@ vs 130 ms for the 20-step head on an RTX 4090 (ratio 0.06).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -21,12 +24,20 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from agents.registry import AGENT_CLASSES, make_agent
+from agents.registry import AGENT_CLASSES, PARAMETER_FREE, make_agent
+from agents.training.config import ILConfig
 from agents.vla import VLAAgent
 from irlvla_env.navsim.loader import load_split
 
 STEP_COUNTS = (1, 2, 5, 10, 20)
 REFERENCE_STEPS = 20
+
+
+def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """`fn` that returns only once the GPU has finished its work, so wall time covers the kernels it queued."""
+    if device.type != "cuda":
+        return fn
+    return lambda: (fn(), torch.cuda.synchronize(device))
 
 
 def time_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -70,25 +81,43 @@ def batched_features(agent, agent_input, batch: int) -> dict[str, torch.Tensor]:
     return {key: value.unsqueeze(0).expand(batch, *value.shape).contiguous() for key, value in features.items()}
 
 
+def where(device: torch.device) -> str:
+    return f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (what IL training and a deployed GPU policy use); nothing on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def build_agent(name: str, preset: str):
+    """Agent `name` at the CPU default or at the `real` IL preset's sizes."""
+    kwargs = ILConfig.preset(preset, agent=name).agent_kwargs if name not in PARAMETER_FREE else {}
+    return make_agent(name, **kwargs).eval()
+
+
 def bench_agents(args: argparse.Namespace) -> None:
-    print(f"\n== agent inference latency (CPU, {torch.get_num_threads()} threads, batch {args.batch}) ==")
-    print(f"{'agent':<18} {'params':>10} {'latency ms':>11} {'ratio to vla':>13}")
+    device = torch.device(args.device)
+    print(f"\n== agent inference latency ({where(device)}, preset {args.preset}, batch {args.batch}) ==")
+    print(f"{'agent':<18} {'params':>12} {'latency ms':>11} {'ratio to vla':>13}")
     rows = []
     for name in AGENT_CLASSES:
-        agent = make_agent(name).eval()
+        agent = build_agent(name, args.preset)
         params = sum(p.numel() for p in agent.parameters())
         agent_input, scene = first_scene(agent, args.data_root)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):
             try:
                 features = batched_features(agent, agent_input, args.batch)
             except NotImplementedError:  # no feature builders (log replay): timed per compute_trajectory call
                 ms = time_ms(lambda: agent.compute_trajectory(agent_input, scene), args.repeats)
             else:
-                ms = time_ms(lambda: agent.forward(features), args.repeats)
+                agent.to(device)
+                features = {key: value.to(device) for key, value in features.items()}
+                ms = time_ms(synchronized(lambda: agent.forward(features), device), args.repeats)
         rows.append((name, params, ms))
     vla_ms = next(ms for name, _, ms in rows if name == "vla")
     for name, params, ms in rows:
-        print(f"{name:<18} {params:>10,} {ms:>11.2f} {ms / vla_ms:>13.2f}")
+        print(f"{name:<18} {params:>12,} {ms:>11.2f} {ms / vla_ms:>13.2f}")
 
 
 def random_observations(agent: VLAAgent, batch: int) -> dict[str, np.ndarray]:
@@ -103,10 +132,11 @@ def random_observations(agent: VLAAgent, batch: int) -> dict[str, np.ndarray]:
 
 
 def bench_planner(args: argparse.Namespace) -> None:
-    agent = VLAAgent().eval()
+    device = torch.device(args.device)
+    agent = build_agent("vla", args.preset).to(device)
     features = agent.observation_features(random_observations(agent, args.batch))
     planner, config = agent.planner, agent.config
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device):
         context = agent.encode_context(features)
         fns = {"encode": lambda: agent.encode_context(features)}
         fns["reference"] = lambda: planner.sample_chain(
@@ -114,10 +144,11 @@ def bench_planner(args: argparse.Namespace) -> None:
         )
         for k in STEP_COUNTS:
             fns[k] = lambda k=k: planner.sample_chain(context, num_steps=k, deterministic=True)
-        timings = time_interleaved_ms(fns, args.repeats)
+        timings = time_interleaved_ms({key: synchronized(fn, device) for key, fn in fns.items()}, args.repeats)
     encode_ms, reference_ms = timings["encode"], timings["reference"]
     rows = [(k, timings[k]) for k in STEP_COUNTS]
-    print(f"\n== VLA planner latency vs denoising steps (batch {args.batch}, {config.num_anchors} modes) ==")
+    print(f"\n== VLA planner latency vs denoising steps ({where(device)}, preset {args.preset}, batch {args.batch}, "
+          f"{config.num_anchors} modes) ==")
     print(f"scene encoding (VLM + BEV), once per observation: {encode_ms:.2f} ms")
     print(f"{'steps':>5} {'start t':>8} {'planner ms':>11} {'ratio':>7} {'full policy ms':>15} {'ratio':>7}")
     for k, ms in rows:
@@ -136,6 +167,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-root", default=None, help="dataset root (default: $OPENSCENE_DATA_ROOT or synthetic)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--preset", default="cpu", choices=["cpu", "real"], help="agent sizes (default: cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -288,6 +288,15 @@ def test_il_training_learns_validates_and_resumes(synthetic_root, tmp_path):
     assert isinstance(agent, EgoStatusMLPAgent)
 
 
+def test_real_preset_sizes_each_agent_and_keeps_overrides():
+    vla = ILConfig.preset("real", agent="vla")
+    assert vla.agent_kwargs == {"preset": "real"} and vla.batch_size == 32  # batch 64 does not fit one GPU
+    assert ILConfig.preset("real", agent="vla", batch_size=8).batch_size == 8
+    transfuser = ILConfig.preset("real", agent="transfuser")
+    assert transfuser.batch_size == 64 and transfuser.agent_kwargs["d_model"] == 256
+    assert ILConfig.preset("cpu", agent="vla").agent_kwargs == {} and ILConfig.preset("cpu").batch_size == 32
+
+
 def test_empty_split_is_a_clear_error(tmp_path):
     cache = FeatureCache(tmp_path / "cache", [], [])
     with pytest.raises(ValueError, match="empty"):

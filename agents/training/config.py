@@ -86,6 +86,8 @@ class ILConfig:
         config = dataclasses.replace(cls(**PRESETS[name]), **overrides)
         if name == "real" and "agent_kwargs" not in overrides:
             config.agent_kwargs = dict(REAL_AGENT_KWARGS.get(config.agent, {}))
+        if name == "real" and "batch_size" not in overrides:
+            config.batch_size = REAL_BATCH_SIZE.get(config.agent, config.batch_size)
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,9 +122,17 @@ def resolve_roots(data_root: str | Path | None, maps_root: str | Path | None) ->
     return data, data / "maps"
 
 
+# Per-agent batch of the `real` preset where the preset's 64 does not fit one GPU. Measured with
+# `benchmarks/bench_train_step.py --preset real --device cuda` on an H200 (bf16): the VLA's peak memory is 21 / 39 /
+# 73 / 142 GB at batch 8 / 16 / 32 / 64 (the SmolVLM-sized tower sees 4 tiles of 512² per sample), so 64 exceeds
+# even 141 GB once the allocator fragments, and 32 fits an 80 GB H100.
+REAL_BATCH_SIZE: dict[str, int] = {"vla": 32}
+
 # Agent sizes of the `real` preset. TransFuser: navsim's camera (1024x256 strip) and LiDAR grid (256x256 at
 # 0.25 m), its 30 agent queries and 128x256 BEV map, with backbones and fusion larger than the CPU default.
 REAL_AGENT_KWARGS: dict[str, dict[str, Any]] = {
+    # VLA: `VLAConfig.real()` (random SmolVLM-sized VLM unless `--agent-kwargs '{"preset": "real", "vlm_path": DIR}'`).
+    "vla": {"preset": "real"},
     "transfuser": {
         "observation": {"image_height": 256, "image_width": 1024, "lidar_bev_size": 256},
         "channels": [64, 128, 256, 512],
