@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction, groups: dict) -> None:
         "a learnable agent without a checkpoint uses its latest IL run",
     )
     evaluate.add_argument("--split", default="navtest", help="split to score (default navtest)")
-    evaluate.add_argument("--max-scenes", type=int, help="score only the first N scenes")
+    evaluate.add_argument("--max-scenes", type=int, help="score N scenes spread over every log (runs of consecutive scenes)")
     evaluate.add_argument("--data-root", help="dataset root (default $OPENSCENE_DATA_ROOT or the synthetic data)")
     evaluate.add_argument("--maps-root", help="map root (default $NUPLAN_MAPS_ROOT or <data-root>/maps)")
     evaluate.add_argument("--run-dir", help="output folder (default <exp_root>/eval/<timestamp>)")

@@ -98,10 +98,11 @@ def evaluate_agents(
     table = {}
     for name, checkpoint in specs:
         agent = load_agent(name, checkpoint)
-        scenes = load_split(split, root, agent.get_sensor_config(), maps, max_scenes=max_scenes)
+        scenes = load_split(split, root, agent.get_sensor_config(), maps)
         if len(scenes) == 0:
             raise ValueError(f"split {split!r} under {root} has no scenes to score")
-        rows = evaluate_agent(agent, scenes, store, num_workers=num_workers, write_csv=False)
+        tokens = scenes.spread_tokens(max_scenes)  # a capped evaluation still covers every log
+        rows = evaluate_agent(agent, scenes, store, tokens=tokens, num_workers=num_workers, write_csv=False)
         rows.to_csv(run_dir / f"{name}.csv")
         for token, error in list(rows.attrs.get("errors", {}).items())[:3]:
             print(f"{name}: invalid scene {token}: {error}")

@@ -46,11 +46,13 @@ class PipelineConfig:
     :param il_epochs: imitation epochs per agent.
     :param il_agent_kwargs: constructor arguments per agent (e.g. fewer VLA anchors for a world with few scenes).
     :param il_max_train_scenes: cap on navtrain scenes for imitation (None: all).
+    :param il_batch_size: imitation batch of every agent (None: the IL preset's own per agent).
+    :param il_val_scenes: navtest scenes of imitation's per-epoch validation L2 (None: all).
     :param rwm_train_scenes / rwm_eval_scenes: navtrain / navtest scenes whose candidates are labelled.
     :param rwm_epochs: RWM training epochs.
     :param rl_timesteps: env steps of each RL run.
     :param seeds: RL seeds; the report gives the mean and spread over them.
-    :param eval_scenes: navtest scenes every agent is scored on (None: all).
+    :param eval_scenes: navtest scenes every agent is scored on (None: all; a cap is spread over every log).
     :param workers: parallel scene workers (Ray) for labelling and scoring; 1 runs in-process.
     """
 
@@ -62,7 +64,8 @@ class PipelineConfig:
     il_epochs: dict[str, int] = field(default_factory=lambda: {"ego_status_mlp": 20, "transfuser": 10, "vla": 10})
     il_agent_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     il_max_train_scenes: int | None = None
-    il_batch_size: int = 32
+    il_batch_size: int | None = 32
+    il_val_scenes: int | None = 300
     rwm_train_scenes: int | None = 1500
     rwm_eval_scenes: int | None = 200
     rwm_epochs: int = 30
@@ -71,7 +74,7 @@ class PipelineConfig:
     rl_num_envs: int = 16
     rl_audit_scenes: int = 32
     seeds: tuple[int, ...] = (0,)
-    eval_scenes: int | None = 300
+    eval_scenes: int | None = None
     workers: int = 1
 
     @classmethod
@@ -93,6 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "il_epochs": {"ego_status_mlp": 2, "transfuser": 1, "vla": 1},
         "il_agent_kwargs": {"vla": {"num_anchors": 8}},  # k-means needs more futures than anchors: 14 here
         "il_batch_size": 8,
+        "il_val_scenes": 6,
         "rwm_train_scenes": 8,
         "rwm_eval_scenes": 6,
         "rwm_epochs": 2,
@@ -106,7 +110,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "real": {
         "synth": "default",
         "il_epochs": {"ego_status_mlp": 60, "transfuser": 60, "vla": 60},
-        "il_batch_size": 64,
+        "il_batch_size": None,  # the IL preset's per agent: 64, and 32 for the VLA (one GPU's memory)
+        "il_val_scenes": None,
         "rwm_train_scenes": None,
         "rwm_eval_scenes": None,
         "rwm_epochs": 30,
@@ -191,16 +196,17 @@ def stage_il(config: PipelineConfig, data_root: str, folder: Path) -> dict[str, 
     checkpoints = {}
     for agent in config.il_agents:
         kwargs = {"agent_kwargs": config.il_agent_kwargs[agent]} if agent in config.il_agent_kwargs else {}
+        if config.il_batch_size is not None:
+            kwargs["batch_size"] = config.il_batch_size
         il = ILConfig.preset(
             "cpu" if config.name != "real" else "real",
             agent=agent,
-            **kwargs,  # only when given: the real preset fills in its own sizes otherwise
+            **kwargs,  # only when given: the real preset fills in its own sizes and batches otherwise
             data_root=data_root,
             run_dir=str(folder / "il" / agent),
             epochs=config.il_epochs.get(agent, 5),
-            batch_size=config.il_batch_size,
             max_train_scenes=config.il_max_train_scenes,
-            max_val_scenes=config.eval_scenes,
+            max_val_scenes=config.il_val_scenes,
         )
         result = train(il)
         checkpoints[agent] = str(Path(result["run_dir"]) / "model")

@@ -45,7 +45,7 @@ class LabellingConfig:
     :param split: NAVSIM split whose scenes are labelled.
     :param data_root: dataset root (None: `$OPENSCENE_DATA_ROOT` or the synthetic world).
     :param maps_root: map root (None: `$NUPLAN_MAPS_ROOT` or the default).
-    :param max_scenes: cap on scenes (None: all).
+    :param max_scenes: cap on scenes (None: all), spread over every log (`SceneLoader.spread_tokens`).
     :param shard_size: scenes per shard file (the unit of resumption and of parallel work).
     :param num_workers: parallel Ray workers; 1 labels in-process without Ray.
     :param ray_address: None starts a local Ray; `"auto"` or `"ray://host:port"` joins a cluster.
@@ -79,6 +79,7 @@ class LabellingConfig:
         return {
             "split": self.split,
             "max_scenes": self.max_scenes,
+            "scene_selection": "spread over logs",  # SceneLoader.spread_tokens; earlier labels took a prefix
             "shard_size": self.shard_size,
             "candidates": asdict(self.candidates),
             "observation": self.observation,
@@ -250,7 +251,7 @@ def label_split(
     if tokens is None:
         from irlvla_env.navsim.loader import load_split
 
-        tokens = load_split(config.split, config.data_root, maps_root=config.maps_root, max_scenes=config.max_scenes).tokens
+        tokens = load_split(config.split, config.data_root, maps_root=config.maps_root).spread_tokens(config.max_scenes)
     tokens = [str(t) for t in tokens][: config.max_scenes]
     if not tokens:
         raise ValueError(f"no scenes to label for split {config.split!r}")

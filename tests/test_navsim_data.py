@@ -344,6 +344,11 @@ def test_window_semantics(dataset: Path) -> None:
     assert per_log[LOG_A] == [a_frames[3]["token"], a_frames[5]["token"]]  # current frame = history - 1
     assert stride_one.tokens_stage_one == stride_one.tokens
     assert len(_loader(dataset, frame_interval=1, max_scenes=3)) == 3
+    # spread_tokens takes a run from every log in turn; navsim's max_scenes takes a prefix of log A then B
+    assert stride_one.spread_tokens(3) == [*per_log[LOG_A], per_log[LOG_B][0]]
+    assert stride_one.spread_tokens(2) == per_log[LOG_A]  # two at a time, so that EC has a pair
+    assert stride_one.spread_tokens(None) == stride_one.spread_tokens(9) == stride_one.tokens
+    assert _loader(dataset, frame_interval=1, max_scenes=2).tokens == per_log[LOG_A]
     assert _loader(dataset, frame_interval=1, tokens=[a_frames[5]["token"], "nope"]).tokens == [a_frames[5]["token"]]
     assert _loader(dataset, frame_interval=1, log_names=[LOG_B]).get_tokens_list_per_log().keys() == {LOG_B}
     # 12-frame windows: starts 0..4 in A (minus the route-less one) and 0..3 in B

@@ -251,12 +251,12 @@ def train(config: ILConfig) -> dict[str, Any]:
     cache = FeatureCache(cache_root(config, data_root), agent.get_feature_builders(), agent.get_target_builders())
     tokens: dict[str, list[str]] = {}
     for split, cap in ((config.train_split, config.max_train_scenes), (config.val_split, config.max_val_scenes)):
-        scenes = load_split(split, data_root, agent.get_sensor_config(), maps_root, max_scenes=cap)
+        scenes = load_split(split, data_root, agent.get_sensor_config(), maps_root)
         if len(scenes) == 0:
             raise ValueError(f"split {split!r} under {data_root} has no scenes; nothing to train or validate on")
+        tokens[split] = scenes.spread_tokens(cap)  # a cap still covers every log
         if runtime.is_main:
-            cache.build(scenes, num_workers=config.num_workers, progress=config.progress)
-        tokens[split] = scenes.tokens
+            cache.build(scenes, tokens[split], num_workers=config.num_workers, progress=config.progress)
     if runtime.accelerator is not None:
         runtime.accelerator.wait_for_everyone()
     if hasattr(agent, "fit_anchors"):  # anchored planners (the VLA) take k-means anchors of the training futures

@@ -263,6 +263,27 @@ class SceneLoader:
             per_log.setdefault(log_name, []).append(token)
         return per_log
 
+    def spread_tokens(self, max_scenes: int | None) -> list[str]:
+        """Up to `max_scenes` tokens taken from every log in turn, each log giving a run of consecutive scenes.
+
+        Why not the first `max_scenes` in log order (navsim's `SceneFilter.max_scenes`, kept as the spec says):
+        the scenes of one log are 0.5 s apart and share its scenario, so a prefix covers only the first few logs.
+        On the synthetic navtest the first 300 of 1,000 scenes are 6 of 20 logs, and the agents' ranking on them
+        differed from the ranking on all 1,000. Logs give two scenes at a time, so every run has a consecutive
+        pair for EC to score.
+        """
+        if max_scenes is None or max_scenes >= len(self):
+            return self.tokens
+        per_log = list(self.get_tokens_list_per_log().values())
+        quota = [0] * len(per_log)
+        remaining = max(0, max_scenes)
+        while remaining:
+            for i, tokens in enumerate(per_log):
+                take = min(2, remaining, len(tokens) - quota[i])  # two at a time: every run has an EC pair
+                quota[i] += take
+                remaining -= take
+        return [token for tokens, q in zip(per_log, quota) for token in tokens[:q]]
+
     def scene_metadata(self, token: str) -> SceneMetadata:
         """The metadata of one scene, without touching sensors or maps."""
         window = self._window(token)

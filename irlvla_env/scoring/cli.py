@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction, groups: dict) -> None:
     parser.add_argument("--agent", required=True, help="agent name from agents.registry (e.g. human, constant_velocity)")
     parser.add_argument("--checkpoint", default=None, help="trained agent folder (config.json + safetensors)")
     parser.add_argument("--split", default="navtest", help="split name (navtest, navmini, ...)")
-    parser.add_argument("--max-scenes", type=int, default=None, help="score only the first N scenes")
+    parser.add_argument("--max-scenes", type=int, default=None, help="score N scenes spread over every log (runs of consecutive scenes)")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address; default: local workers")
     parser.add_argument("--workers", type=int, default=1, help="local worker processes (1 = in-process)")
     parser.add_argument("--traffic", choices=TRAFFIC_POLICIES[:2], default="non_reactive", help="traffic agents")
@@ -44,7 +44,7 @@ def run_score(args: argparse.Namespace) -> int:
 
     agent = make_agent(args.agent, checkpoint=args.checkpoint)
     loader = load_split(args.split, sensor_config=agent.get_sensor_config())
-    tokens = loader.tokens[: args.max_scenes] if args.max_scenes else loader.tokens
+    tokens = loader.spread_tokens(args.max_scenes)
     store = MetricCacheStore(args.metric_cache or exp_root() / "metric_cache")
     frame = evaluate_agent(
         agent, loader, store, experiment=args.experiment or f"score_{args.agent}_{args.split}", tokens=tokens,
