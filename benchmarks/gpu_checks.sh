@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a borrowed GPU machine: NAVSIM-size agents' latency, the RWM's throughput
-# against the scorer, and a short imitation run of the `real` preset (bf16) for the VLA and TransFuser.
+# against the scorer, training-step time and memory against the batch, and a short imitation run of the `real`
+# preset (bf16) for the VLA and TransFuser.
 #
 #     OUT=/tmp/gpu bash benchmarks/gpu_checks.sh [NAVTRAIN_LOGS]
 #
@@ -45,6 +46,10 @@ generate_dataset(Path(os.environ['OPENSCENE_DATA_ROOT']), config, progress=False
 "
 step agents_cpu_size 60 "$PY" benchmarks/bench_agents.py --device "$DEVICE" --batch 8 --repeats 20
 step agents_real_size 120 "$PY" benchmarks/bench_agents.py --device "$DEVICE" --preset real --batch 8 --repeats 10
+for agent in vla transfuser; do
+    step "train_step_${agent}_real" 120 "$PY" benchmarks/bench_train_step.py --agent $agent --preset real \
+        --device "$DEVICE" --batches 8 16 32 64 --repeats 3
+done
 LABELS=$NAVSIM_EXP_ROOT/labels
 step rwm_train 60 "$PY" -m irlvla_env.cli train rwm --max-scenes 64 --epochs 1 --threads 4 --no-progress \
     --labels-dir "$LABELS/navtrain"
