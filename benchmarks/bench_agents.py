@@ -73,12 +73,17 @@ def first_scene(agent, data_root: str | None):
     return scenes.get_agent_input_from_token(token), scenes.get_scene_from_token(token)
 
 
+def repeat_batch(sample: dict[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
+    """One sample's tensors repeated `batch` times along a new leading dimension."""
+    return {key: value.unsqueeze(0).expand(batch, *value.shape).contiguous() for key, value in sample.items()}
+
+
 def batched_features(agent, agent_input, batch: int) -> dict[str, torch.Tensor]:
     """The agent's features of one input, repeated `batch` times along a new leading dimension."""
     features: dict[str, torch.Tensor] = {}
     for builder in agent.get_feature_builders():
         features.update(builder.compute_features(agent_input))
-    return {key: value.unsqueeze(0).expand(batch, *value.shape).contiguous() for key, value in features.items()}
+    return repeat_batch(features, batch)
 
 
 def where(device: torch.device) -> str:

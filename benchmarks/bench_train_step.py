@@ -6,29 +6,24 @@
 It answers "which batch fits this GPU, and how fast": features and targets are built by the agent's own builders
 from one navtest scene (the embedded synthetic data unless `$OPENSCENE_DATA_ROOT` says otherwise) and repeated to
 each batch size, then forward, loss, backward and an AdamW step run as `irlvla train il` runs them (bf16 autocast
-on CUDA). Peak memory is `torch.cuda.max_memory_allocated` (CUDA only), so the caching allocator's reserve is not
-counted. A batch that runs out of memory is reported as such and the larger ones are skipped.
+on CUDA); "vs first" is the throughput relative to the first batch size. Peak memory is
+`torch.cuda.max_memory_allocated` (CUDA only), so the caching allocator's reserve is not counted. A batch that runs out of memory is reported as such and the larger ones are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 
 import torch
 
-from agents.registry import make_agent
-from agents.training.config import ILConfig
-from irlvla_env.navsim.loader import load_split
+from bench_agents import autocast, build_agent, first_scene, repeat_batch, where  # benchmarks/, beside this file
 
 
 def one_sample(agent, data_root: str | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Features and targets of the first navtest scene, built by the agent's builders."""
-    scenes = load_split("navtest", data_root, sensor_config=agent.get_sensor_config(), max_scenes=1)
-    token = scenes.tokens[0]
-    agent_input, scene = scenes.get_agent_input_from_token(token), scenes.get_scene_from_token(token)
+    agent_input, scene = first_scene(agent, data_root)
     features: dict[str, torch.Tensor] = {}
     targets: dict[str, torch.Tensor] = {}
     for builder in agent.get_feature_builders():
@@ -38,16 +33,11 @@ def one_sample(agent, data_root: str | None) -> tuple[dict[str, torch.Tensor], d
     return features, targets
 
 
-def repeat(sample: dict[str, torch.Tensor], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.unsqueeze(0).expand(batch, *value.shape).contiguous().to(device) for key, value in sample.items()}
-
-
 def time_steps(agent, optimizer, features, targets, device: torch.device, repeats: int) -> float:
     """Median seconds of one training step after one warm-up step."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     def step() -> None:
-        with autocast:
+        with autocast(device):
             predictions = agent(features)
             loss = agent.compute_loss(features, targets, predictions)
             loss = loss["loss"] if isinstance(loss, dict) else loss
@@ -80,27 +70,28 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
 
-    config = ILConfig.preset(args.preset, agent=args.agent)
-    agent = make_agent(args.agent, **config.agent_kwargs)
+    agent = build_agent(args.agent, args.preset)
     features, targets = one_sample(agent, args.data_root)
     agent.to(device).train()
     optimizer = torch.optim.AdamW([p for p in agent.parameters() if p.requires_grad], lr=1e-5)
     trainable = sum(p.numel() for p in agent.parameters() if p.requires_grad)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"== {args.agent} ({args.preset}) training step on {where}: {trainable:,} trainable parameters ==")
-    print(f"{'batch':>6} {'s/step':>9} {'samples/s':>10} {'peak GB':>9}")
+    print(f"== {args.agent} ({args.preset}) training step on {where(device)}: {trainable:,} trainable parameters ==")
+    print(f"{'batch':>6} {'s/step':>9} {'samples/s':>10} {'vs first':>9} {'peak GB':>9}")
+    first_rate = None
     for batch in args.batches:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         try:
-            seconds = time_steps(agent, optimizer, repeat(features, batch, device), repeat(targets, batch, device),
-                                 device, args.repeats)
+            on_device = [{k: v.to(device) for k, v in repeat_batch(d, batch).items()} for d in (features, targets)]
+            seconds = time_steps(agent, optimizer, *on_device, device, args.repeats)
         except torch.OutOfMemoryError:
             print(f"{batch:>6} {'out of memory':>30}")
             break
         peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
-        print(f"{batch:>6} {seconds:>9.3f} {batch / seconds:>10.1f} {peak:>9.1f}", flush=True)
+        rate = batch / seconds
+        first_rate = first_rate or rate
+        print(f"{batch:>6} {seconds:>9.3f} {rate:>10.1f} {rate / first_rate:>8.2f}x {peak:>9.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,9 +62,12 @@ done
 for run in il_vla_real il_transfuser_real; do
     [ -f "$NAVSIM_EXP_ROOT/$run/metrics.json" ] && cp "$NAVSIM_EXP_ROOT/$run/metrics.json" "$OUT/$run.metrics.json"
 done
-[ -n "$SMI" ] && kill "$SMI" && "$PY" -c "
+if [ -n "$SMI" ]; then
+    kill "$SMI"
+    "$PY" -c "
 import csv, sys
 rows = list(csv.reader(open('$OUT/gpu_usage.csv')))[1:]
 mem = [float(r[1].split()[0]) for r in rows if len(r) > 2]
 print(f'peak GPU memory used: {max(mem, default=0):.0f} MiB over {len(mem)} samples')
 "
+fi
