@@ -59,9 +59,9 @@ def data_env(synthetic_root, exp_root, monkeypatch):
     return synthetic_root
 
 
-def tiny_agent(seed: int = 0) -> VLAAgent:
+def tiny_agent(seed: int = 0, **overrides) -> VLAAgent:
     torch.manual_seed(seed)
-    return VLAAgent(**TINY_VLA)
+    return VLAAgent(**{**TINY_VLA, **overrides})
 
 
 class ToyVectorEnv(VectorEnv):
@@ -274,7 +274,7 @@ def test_bc_regulariser_is_zero_at_the_reference_and_grows_away_from_it():
 
 
 def test_all_mode_update_stores_every_modes_reward_and_moves_the_choice_toward_the_kl_optimum():
-    agent = tiny_agent()
+    agent = tiny_agent(mode_choice="confidence")  # an untrained reference plan would make the choice near-certain
     model = toy_model(agent, mode_beta=0.05, bc_coef=0.0, n_epochs=4)
     policy: DiffusionPlannerPolicy = model.policy
     m = agent.config.num_anchors

@@ -215,7 +215,7 @@ def test_soft_mode_loss_targets_the_softmax_of_negative_distances():
 def test_soft_target_teaches_the_planner_to_pick_the_nearest_anchor():
     """With the soft anchor target a few steps on one scene make the demonstration's nearest anchor the top mode."""
     torch.manual_seed(0)
-    config = tiny_config(classification_target="soft", soft_target_tau=1.0, noise_draws=1)
+    config = tiny_config(classification_target="soft", soft_target_tau=1.0, noise_draws=1, mode_choice="confidence")
     planner = DiffusionPlanner(config)
     context = PlannerContext(torch.randn(1, 10, config.d_model), torch.randn(1, config.d_model))
     demo = planner.anchors[[3]] + 0.1
@@ -228,6 +228,72 @@ def test_soft_target_teaches_the_planner_to_pick_the_nearest_anchor():
     planner.eval()
     with torch.no_grad():
         assert int(planner(context)["confidences"].argmax()) == 3
+
+
+def test_regression_mode_choice_follows_the_learned_reference_plan():
+    """The reference plan learns the demonstration by L1; the choice logits are the mode scores minus each mode's
+    distance to it over `mode_choice_tau`, so with equal scores the executed mode is the one nearest the reference."""
+    from agents.vla.planner import mean_xy_distance
+
+    torch.manual_seed(0)
+    config = tiny_config(mode_choice="regression", mode_choice_tau=0.25, noise_draws=1)
+    planner = DiffusionPlanner(config)
+    context = PlannerContext(torch.randn(2, 10, config.d_model), torch.randn(2, config.d_model))
+    demo = planner.anchors[[3, 1]] + torch.tensor([0.3, -0.2, 0.0])
+    optimizer = torch.optim.Adam(planner.parameters(), lr=3e-3)
+    first = planner.imitation_loss(context, demo)["reference_reg"].item()
+    for _ in range(150):
+        loss = planner.imitation_loss(context, demo)["reference_reg"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.2 * first, (first, loss.item())
+    planner.eval()
+    scores_only = DiffusionPlanner(config.replace(mode_choice="confidence"))
+    scores_only.load_state_dict(planner.state_dict())
+    with torch.no_grad():
+        out, raw = planner(context), scores_only(context)
+        distance = mean_xy_distance(out["modes"], out["reference"])
+        assert torch.allclose(out["confidences"], raw["confidences"] - distance / 0.25, atol=1e-4)
+        assert torch.equal(out["modes"], raw["modes"])
+        for layer in (planner.score_head[-1], planner.score_query):  # equal scores: the nearest mode is executed
+            for p in layer.parameters():
+                p.zero_()
+        out = planner(context)
+    nearest = mean_xy_distance(out["modes"], out["reference"]).argmin(dim=1)
+    assert torch.equal(out["trajectory"], out["modes"][torch.arange(2), nearest])
+    with pytest.raises(ValueError, match="mode_choice"):
+        tiny_config(mode_choice="oracle")
+    with pytest.raises(ValueError, match="mode_choice_tau"):
+        tiny_config(mode_choice_tau=0.0)
+
+
+def test_reference_anchor_makes_mode_zero_refine_the_reference_plan():
+    """With `reference_anchor`, mode 0's chain starts from the noised reference plan and its smooth plan rests on
+    it: with a zero offset head, mode 0 returns the reference plan and the others their fixed anchors."""
+    batch = 2
+    for on in (True, False):
+        torch.manual_seed(0)
+        planner = DiffusionPlanner(tiny_config(reference_anchor=on))
+        context = PlannerContext(torch.randn(batch, 10, TINY["d_model"]), torch.randn(batch, TINY["d_model"]))
+        with torch.no_grad():
+            for p in planner.offset_head[-1].parameters():
+                p.zero_()
+            planner.reference_head[-1].weight.mul_(0.1)  # a plan inside the normalised range (no clamping)
+            reference = planner.reference_plan(context)
+            assert reference.abs().max() < 1
+            anchors = planner.scene_anchors(context)
+            fixed = planner.normalized_anchors()
+            assert torch.equal(anchors[:, 1:], fixed[1:].expand(batch, -1, -1, -1))
+            assert torch.allclose(anchors[:, 0], reference if on else fixed[0].expand(batch, -1, -1))
+            modes = planner(context)["modes"]  # metres
+        if on:  # the scene's reference plan (a polynomial of the basis, so the smooth fit keeps it exactly)
+            assert torch.allclose(modes[:, 0], planner.normalizer.denormalize(reference), atol=1e-3)
+            assert not torch.allclose(modes[0, 0], modes[1, 0])
+        else:  # the same fixed anchor in every scene
+            assert torch.allclose(modes[0, 0], modes[1, 0], atol=1e-4)
+    with pytest.raises(ValueError, match="reference_anchor"):
+        tiny_config(reference_anchor=True, num_anchors=1, regression_neighbours=1)
 
 
 def test_lateral_weight_scales_only_the_lateral_error():
@@ -289,7 +355,9 @@ def test_agent_forward_loss_and_optimizer():
     assert predictions["modes"].shape == (3, 6, 8, 3) and predictions["confidences"].shape == (3, 6)
     assert predictions["bev_semantic_logits"].shape == (3, 7, 16, 32)
     terms = agent.compute_loss(features, targets, predictions)
-    assert set(terms) == {"loss", "trajectory_reg", "trajectory_cls", "bev_semantic", "agent_class", "agent_box"}
+    assert set(terms) == {
+        "loss", "trajectory_reg", "trajectory_cls", "reference_reg", "bev_semantic", "agent_class", "agent_box"
+    }
     terms["loss"].backward()
     assert agent.semantic.vlm.vision_model.embeddings.patch_embedding.weight.grad is not None  # VLM is trained
     groups = agent.get_optimizers().param_groups

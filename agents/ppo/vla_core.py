@@ -300,7 +300,8 @@ class VLACore(nn.Module):
         planner, steps = self.planner, self.timesteps.to(context.ego.device)
         stride = int(steps[-1]) + 1
         batch, m = context.tokens.shape[0], self.num_modes
-        anchors = planner.normalized_anchors().unsqueeze(0).expand(batch, -1, -1, -1)
+        reference = planner.reference_plan(context)
+        anchors = planner.scene_anchors(context, reference)
         alpha = planner.alphas_cumprod[steps[0]]
         x = alpha.sqrt() * anchors
         if not deterministic:
@@ -312,7 +313,7 @@ class VLACore(nn.Module):
         visited = []
         for i, t in enumerate(steps):
             visited.append(x[:, :m])
-            x0, logits = planner.denoise(context, x, t, anchor_index=anchor_index)
+            x0, logits = planner.denoise(context, x, t, anchor_index=anchor_index, anchors=anchors)
             mean, std = planner.step_gaussian(x0, x, t, t - stride, self.config.eta)
             last = i == len(steps) - 1
             if deterministic or (last and self.execute_mean):
@@ -322,7 +323,7 @@ class VLACore(nn.Module):
                 if twin:
                     noise[:, m:] = 0.0
                 x = mean + noise
-        logits = logits[:, :m]
+        logits = planner.selection_logits(logits[:, :m], x0[:, :m].clamp(-1.0, 1.0), reference)
         if deterministic:
             mode = logits.argmax(dim=1)
         else:
@@ -345,12 +346,16 @@ class VLACore(nn.Module):
         t = steps.view(1, k, 1).expand(batch, k, m).flatten(1)
         inputs = visited.flatten(1, 2)
         anchor_index = torch.arange(m, device=chain.device).repeat(k)  # query k·M + j descends from anchor j
-        x0, logits = self.planner.denoise(context, inputs, t, anchor_index=anchor_index)
+        reference = self.planner.reference_plan(context)
+        anchors = self.planner.scene_anchors(context, reference)
+        x0, logits = self.planner.denoise(context, inputs, t, anchor_index=anchor_index, anchors=anchors)
         mean, std = self.planner.step_gaussian(x0, inputs, t, t - stride, self.config.eta)
         mean, std = mean.view_as(visited), std.clamp(min=min_std).view(batch, k, m)
         rows = torch.arange(batch, device=chain.device)
         inner = gaussian_log_prob(visited[:, 1:], mean[:, :-1], std[:, :-1])  # (B, K-1, M)
-        selection = (logits.view(batch, k, m)[:, -1] / self.mode_temperature).log_softmax(dim=-1)  # (B, M)
+        plans = x0.view_as(visited)[:, -1].clamp(-1.0, 1.0)
+        logits = self.planner.selection_logits(logits.view(batch, k, m)[:, -1], plans, reference)
+        selection = (logits / self.mode_temperature).log_softmax(dim=-1)  # (B, M)
         if self.per_mode:
             columns = [inner.flatten(1)]
             if not self.execute_mean:

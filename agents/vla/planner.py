@@ -14,8 +14,9 @@ with `x̂0` clamped to ±1 — exactly `diffusers.DDIMScheduler.step(..., eta, u
 deterministic run returns DiffusionDrive's output, and the floor `min_std` makes that step a proper Gaussian for RL.
 
 Mode selection for RL (documented choice): all M anchor chains are sampled; the executed chain is the one of the
-mode with the highest final confidence (`mode_selection="confidence"`), or one drawn from the softmax of the
-confidences (`"sample"`). `step_log_prob` scores the chosen chain's denoising steps only; the selection itself is
+mode with the highest final selection logit (`mode_selection="confidence"`), or one drawn from their softmax
+(`"sample"`). The selection logits are the mode scores, minus each plan's distance to the reference plan (a
+unimodal regression query) under `VLAConfig.mode_choice="regression"`. `step_log_prob` scores the chosen chain's denoising steps only; the selection itself is
 not part of the PPO ratio (as DiffusionDriveV2 keeps its mode selector out of the policy gradient).
 """
 
@@ -53,7 +54,7 @@ class DenoisingChain(NamedTuple):
     timesteps: torch.Tensor  # (K,) the timestep each step starts from
     mode_index: torch.Tensor  # (B,) the selected anchor
     modes: torch.Tensor  # (B, M, T, 3) final predicted x0 of every mode, normalised
-    confidences: torch.Tensor  # (B, M) final confidence logits
+    confidences: torch.Tensor  # (B, M) final selection logits (`DiffusionPlanner.selection_logits`)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -124,6 +125,11 @@ class DiffusionPlanner(nn.Module):
         self.score_head = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, 1))
         self.score_query = nn.Linear(d, d, bias=False)
         self.score_ego = nn.Linear(d, d, bias=False)
+        # the reference plan: one more query, without a noisy trajectory, decoded by its own layers
+        self.reference_query = nn.Parameter(torch.zeros(d))
+        self.reference_layers = nn.ModuleList(DenoiserLayer(d, config.num_heads) for _ in range(config.planner_layers))
+        self.reference_norm = nn.LayerNorm(d)
+        self.reference_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, (degree or poses) * 3))
 
     # -- anchors -------------------------------------------------------------------------------------------------
 
@@ -138,6 +144,17 @@ class DiffusionPlanner(nn.Module):
     def normalized_anchors(self) -> torch.Tensor:
         return self.normalizer.normalize(self.anchors).clamp(-1.0, 1.0)
 
+    def scene_anchors(self, context: PlannerContext, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, M, T, 3)` normalised: the anchors the chains start from and the smooth plans rest on. With
+        `reference_anchor`, mode 0's is the scene's reference plan (`reference`, computed if None), detached, so
+        only its own L1 trains the reference."""
+        batch = context.ego.shape[0]
+        anchors = self.normalized_anchors().unsqueeze(0).expand(batch, -1, -1, -1)
+        if not self.config.reference_anchor:
+            return anchors
+        reference = self.reference_plan(context) if reference is None else reference
+        return torch.cat([reference.detach().clamp(-1.0, 1.0).unsqueeze(1), anchors[:, 1:]], dim=1)
+
     # -- the denoiser --------------------------------------------------------------------------------------------
 
     def embed_ego(self, ego_history: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
@@ -145,7 +162,12 @@ class DiffusionPlanner(nn.Module):
         return self.ego_embedding(torch.cat([self.ego_standardizer(ego_history.flatten(1)), command], dim=-1))
 
     def denoise(
-        self, context: PlannerContext, x_t: torch.Tensor, t: torch.Tensor, anchor_index: torch.Tensor | None = None
+        self,
+        context: PlannerContext,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        anchor_index: torch.Tensor | None = None,
+        anchors: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict `(x0 (B, M, T, 3), confidence logits (B, M))` from noisy trajectories `(B, M, T, 3)`.
 
@@ -153,6 +175,7 @@ class DiffusionPlanner(nn.Module):
         `anchor_index` `(M,)` or `(B, M)` names the anchor each query's chain started from; by default query j is
         anchor j. The smooth planner builds its plan on that anchor, so the noise in `x_t` reaches the plan only
         through the network, which learns to discard it (on `x_t` itself, 1.2 m of plan moved with the noise).
+        `anchors` are the scene's anchors `(B, M, T, 3)` (`scene_anchors`; computed if None).
         """
         batch, modes = x_t.shape[:2]
         t = torch.as_tensor(t, device=x_t.device).expand(batch, modes)
@@ -165,19 +188,41 @@ class DiffusionPlanner(nn.Module):
         queries = self.norm(queries)
         if self.config.smooth_basis_degree:
             origin = self.normalizer.normalize(torch.zeros(3, device=x_t.device))  # the ego pose at t = 0
-            anchors = self.normalized_anchors()
+            anchors = self.scene_anchors(context) if anchors is None else anchors
             if anchor_index is None:
-                if modes != len(anchors):
-                    raise ValueError(f"denoise got {modes} queries per scene for {len(anchors)} anchors: pass anchor_index")
-                base = anchors.expand(batch, -1, -1, -1)
+                if modes != anchors.shape[1]:
+                    raise ValueError(
+                        f"denoise got {modes} queries per scene for {anchors.shape[1]} anchors: pass anchor_index"
+                    )
+                base = anchors
             else:
-                base = anchors[anchor_index].expand(batch, modes, -1, -1)
+                rows = torch.arange(batch, device=x_t.device)[:, None]
+                base = anchors[rows, anchor_index.expand(batch, modes)]
             coefficients = self.offset_head(queries).view(batch, modes, self.config.smooth_basis_degree, 3)
             x0 = origin + self.smooth_basis @ (self.smooth_fit @ (base - origin) + coefficients)
         else:
             x0 = x_t + self.offset_head(queries).view_as(x_t)
         bilinear = (self.score_query(queries) * self.score_ego(ego)).sum(dim=-1) / math.sqrt(queries.shape[-1])
         return x0, self.score_head(torch.cat([queries, ego], dim=-1)).squeeze(-1) + bilinear
+
+    def reference_plan(self, context: PlannerContext) -> torch.Tensor:
+        """`(B, T, 3)` normalised: the unimodal plan (a regression on the demonstration) that guides the mode choice."""
+        batch = context.ego.shape[0]
+        queries = (self.reference_query + context.ego).unsqueeze(1)
+        condition = context.ego.unsqueeze(1)
+        for layer in self.reference_layers:
+            queries = layer(queries, context.tokens, condition)
+        out = self.reference_head(self.reference_norm(queries)).view(batch, -1, 3)
+        origin = self.normalizer.normalize(torch.zeros(3, device=out.device))
+        return origin + (self.smooth_basis @ out if self.config.smooth_basis_degree else out)
+
+    def selection_logits(self, logits: torch.Tensor, plans: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """`(B, M)` logits the executed mode is chosen by, from the mode scores `(B, M)`, the modes' plans
+        `(B, M, T, 3)` and the reference plan `(B, T, 3)` (both normalised); see `VLAConfig.mode_choice`."""
+        if self.config.mode_choice == "confidence":
+            return logits
+        distance = mean_xy_distance(self.normalizer.denormalize(plans), self.normalizer.denormalize(reference))
+        return logits - distance / self.config.mode_choice_tau
 
     # -- the DDIM Gaussian ---------------------------------------------------------------------------------------
 
@@ -227,14 +272,15 @@ class DiffusionPlanner(nn.Module):
         steps = self.timesteps(num_steps, start_timestep)
         stride = int(steps[-1]) + 1
         batch = context.tokens.shape[0]
-        anchors = self.normalized_anchors().unsqueeze(0).expand(batch, -1, -1, -1)
+        reference = self.reference_plan(context)
+        anchors = self.scene_anchors(context, reference)
         alpha = self.alphas_cumprod[steps[0]]
         x = alpha.sqrt() * anchors
         if not deterministic:
             x = x + (1.0 - alpha).sqrt() * _randn(anchors.shape, generator, anchors)
         samples, means, stds, log_probs = [x], [], [], []
         for t in steps:
-            x0, logits = self.denoise(context, x, t)
+            x0, logits = self.denoise(context, x, t, anchors=anchors)
             mean, std = self.step_gaussian(x0, x, t, t - stride, eta)
             std = std.clamp(min=min_std).expand(x.shape[:2])
             x = mean if deterministic else mean + std[..., None, None] * _randn(mean.shape, generator, mean)
@@ -242,6 +288,7 @@ class DiffusionPlanner(nn.Module):
             samples.append(x)
             means.append(mean)
             stds.append(std)
+        logits = self.selection_logits(logits, x0.clamp(-1.0, 1.0), reference)
         if deterministic or mode_selection == "confidence":
             mode = logits.argmax(dim=1)
         elif mode_selection == "sample":
@@ -298,34 +345,43 @@ class DiffusionPlanner(nn.Module):
     # -- imitation -----------------------------------------------------------------------------------------------
 
     def forward(self, context: PlannerContext, **sampling) -> dict[str, torch.Tensor]:
-        """Deterministic planning: the top-confidence mode in metres plus every mode and its confidence."""
+        """Deterministic planning: the chosen mode in metres, every mode, the logits the choice was made by
+        (`confidences`) and the reference plan."""
         chain = self.sample_chain(context, deterministic=True, **sampling)
         rows = torch.arange(chain.modes.shape[0], device=chain.modes.device)
         modes = self.normalizer.denormalize(chain.modes)
-        return {"trajectory": modes[rows, chain.mode_index], "modes": modes, "confidences": chain.confidences}
+        return {
+            "trajectory": modes[rows, chain.mode_index],
+            "modes": modes,
+            "confidences": chain.confidences,
+            "reference": self.normalizer.denormalize(self.reference_plan(context)),
+        }
 
     def imitation_loss(self, context: PlannerContext, trajectory: torch.Tensor) -> dict[str, torch.Tensor]:
         """DiffusionDrive's loss: noise the anchors to t ~ U[0, train_max_timestep), denoise once, then L1 of the
         mode whose anchor is nearest to the demonstration `(B, T, 3)` [m] (and of the next `regression_neighbours - 1`
-        nearest) plus a focal loss on the mode scores. With `classification_target="prediction"` the positive mode
+        nearest) plus a focal loss on the mode scores, and the L1 of the reference plan (`reference_reg`). With `classification_target="prediction"` the positive mode
         is the one whose prediction lands nearest, and it is regressed as well; with `"soft"` the scores are trained
         by cross-entropy against softmax(-anchor distance / `soft_target_tau`). The L1's lateral (y) component is
         weighted by `lateral_weight`.
 
         Each scene is denoised from `noise_draws` independent noise levels: the planner is cheap next to the scene
         encoders, so extra draws give it more gradient per encoded scene for little cost."""
+        weights = trajectory.new_tensor([1.0, self.config.lateral_weight, 1.0])  # x, y, heading
+        reference = self.reference_plan(context)
+        reference_loss = ((self.normalizer.denormalize(reference) - trajectory).abs() * weights).mean()
+        anchors = self.scene_anchors(context, reference)
         draws = self.config.noise_draws
         if draws > 1:
             context = PlannerContext(context.tokens.repeat(draws, 1, 1), context.ego.repeat(draws, 1))
-            trajectory = trajectory.repeat(draws, 1, 1)
+            trajectory, anchors = trajectory.repeat(draws, 1, 1), anchors.repeat(draws, 1, 1, 1)
         batch = trajectory.shape[0]
-        anchors = self.normalized_anchors().unsqueeze(0).expand(batch, -1, -1, -1)
         t = torch.randint(0, self.config.train_max_timestep, (batch, 1), device=trajectory.device)
         noise = torch.randn_like(anchors)
         alpha = self.alphas_cumprod[t][..., None, None]
         x_t = (alpha.sqrt() * anchors + (1.0 - alpha).sqrt() * noise).clamp(-1.0, 1.0)
-        x0, logits = self.denoise(context, x_t, t)
-        anchor_distance = mean_xy_distance(self.anchors, trajectory)  # (B, M) [m]
+        x0, logits = self.denoise(context, x_t, t, anchors=anchors)
+        anchor_distance = mean_xy_distance(self.normalizer.denormalize(anchors), trajectory)  # (B, M) [m]
         positives = anchor_distance.argsort(dim=1)[:, : self.config.regression_neighbours]  # (B, n), nearest first
         target = positives[:, 0]
         if self.config.classification_target == "prediction":  # the winner is trained to regress too
@@ -334,14 +390,13 @@ class DiffusionPlanner(nn.Module):
             positives = torch.cat([positives, target[:, None]], dim=1)
         rows = torch.arange(batch, device=trajectory.device)[:, None]
         predicted = self.normalizer.denormalize(x0[rows, positives])  # (B, n, T, 3)
-        weights = predicted.new_tensor([1.0, self.config.lateral_weight, 1.0])  # x, y, heading
         regression = ((predicted - trajectory[:, None]).abs() * weights).mean()
         if self.config.classification_target == "soft":
             classification = soft_mode_loss(logits, anchor_distance, self.config.soft_target_tau)
         else:
             labels = F.one_hot(target, self.config.num_anchors).float()
             classification = sigmoid_focal_loss(logits, labels, self.config.focal_alpha, self.config.focal_gamma)
-        return {"trajectory_reg": regression, "trajectory_cls": classification}
+        return {"trajectory_reg": regression, "trajectory_cls": classification, "reference_reg": reference_loss}
 
 
 def mean_xy_distance(modes: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:

@@ -143,6 +143,7 @@ class VLAAgent(AbstractAgent):
         weights = {
             "trajectory_reg": c.trajectory_reg_weight,
             "trajectory_cls": c.trajectory_cls_weight,
+            "reference_reg": c.reference_reg_weight,
             "bev_semantic": c.bev_semantic_weight,
             "agent_class": c.agent_class_weight,
             "agent_box": c.agent_box_weight,
@@ -163,9 +164,16 @@ class VLAAgent(AbstractAgent):
     # -- data-dependent set-up and RL helpers --------------------------------------------------------------------
 
     def fit_anchors(self, trajectories: np.ndarray, seed: int = 0) -> None:
-        """k-means anchors and the normalisation range from training futures `(N, T, 3)`; call before training."""
+        """k-means anchors and the normalisation range from training futures `(N, T, 3)`; call before training.
+
+        With `reference_anchor`, mode 0 starts from the scene's reference plan, so M - 1 clusters fill the other
+        slots and slot 0 holds the mean future (a placeholder the planner never reads)."""
         trajectories = np.asarray(trajectories, dtype=np.float64)
-        anchors = kmeans_anchors(trajectories, self.config.num_anchors, seed=seed)
+        if self.config.reference_anchor:
+            clusters = kmeans_anchors(trajectories, self.config.num_anchors - 1, seed=seed)
+            anchors = np.concatenate([trajectories.mean(axis=0, keepdims=True), clusters])
+        else:
+            anchors = kmeans_anchors(trajectories, self.config.num_anchors, seed=seed)
         low, high = fit_range(trajectories)
         low[2], high[2] = max(low[2], -np.pi), min(high[2], np.pi)
         self.planner.set_anchors(anchors, low, high)
