@@ -57,7 +57,9 @@ def test_mode_distillation_fits_the_confidence_to_the_teacher(synthetic_root, tm
     agent.fit_anchors(kinematic_prior_trajectories())
     agent.save_pretrained(tmp_path / "vla")
     result = load("mode_distillation").main(["--vla", str(tmp_path / "vla"), "--reward-model", "epdms",
-                                             "--train-scenes", "4", "--test-scenes", "2", "--epochs", "3",
+                                             "--train-scenes", "4", "--test-scenes", "2", "--epochs", "20",
+                                             "--temperature", "1", "--beta", "1", "--lr", "1e-2",
                                              "--data-root", str(synthetic_root)])
     assert 0.0 <= result["before"] <= 1.0 and 0.0 <= result["after"] <= 1.0
-    assert np.isfinite(result["loss"]) and result["loss"] > 0
+    # soft targets (temperature and beta 1) keep the cross-entropy above zero; the fit must move toward them
+    assert np.isfinite(result["loss_after"]) and 0.0 < result["loss_after"] < result["loss_before"]

@@ -118,7 +118,7 @@ def toy_model(agent: VLAAgent, bc_coef: float = 0.1, mode_beta: float | None = N
     core = dict(per_mode=mode_advantage, noise_free_plans=mode_advantage)
     policy_kwargs = dict(core_factory=lambda: VLACore.from_agent(agent, **core),
                          num_decisions=k * (m if mode_advantage else 1) + 1, num_modes=m,
-                         frozen_modules=("semantic", "bev"), min_sampling_std=0.05, min_logprob_std=0.05)
+                         frozen_modules=("semantic", "bev", "reference"), min_sampling_std=0.05, min_logprob_std=0.05)
     if mode_beta is not None:
         policy_kwargs["mode_lr"] = 1e-2
     kwargs.update(mode_beta=mode_beta, mode_advantage=mode_advantage)
@@ -236,6 +236,25 @@ def test_encode_matches_the_agent_caches_frozen_encoders_and_trains_the_planner(
         core.encode({**obs, "camera": obs["camera"].permute(0, 2, 3, 1)})
     with pytest.raises(ValueError, match="chain has width"):
         core.score(context, chain[:, 1:], 0.05)
+
+
+def test_freezing_the_reference_plan_keeps_the_mode_choice_gradient_off_it():
+    """The reference plan anchors mode 0 and enters the mode choice; RL (by default) keeps it as imitation made it."""
+    def reference_grads(frozen: list[str]) -> list[torch.Tensor | None]:
+        agent = tiny_agent()
+        core = VLACore.from_agent(agent)
+        core.freeze(frozen)
+        _, obs = sb3_batch(agent, n=4)
+        context = core.encode(obs)
+        chain = core.sample(context, deterministic=False, min_std=0.05)
+        core.score(context, chain.detach(), 0.05).log_prob.sum().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.planner.score_head.parameters())
+        parts = agent.planner.reference_modules()
+        return [p.grad for part in parts for p in ([part] if isinstance(part, torch.nn.Parameter) else part.parameters())]
+
+    trainable = reference_grads(["semantic", "bev"])
+    assert trainable and any(g is not None and g.abs().sum() > 0 for g in trainable)  # the choice reaches it
+    assert all(g is None for g in reference_grads(["semantic", "bev", "reference"]))
 
 
 # ------------------------------------------------------------------------------------------- the PPO update

@@ -41,6 +41,8 @@ MODE_PARAMETERS = ("planner.score_head.", "planner.score_query.", "planner.score
 # The modules that read sensors; their outputs are what the cache holds.
 SCENE_MODULES = ("semantic", "bev")
 MODULE_NAMES = (*SCENE_MODULES, "planner")
+# What `freeze` takes: the modules, and the planner's reference plan (which anchors mode 0 and guides the choice).
+FREEZABLE = (*MODULE_NAMES, "reference")
 OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command")
 
 
@@ -199,10 +201,16 @@ class VLACore(nn.Module):
 
     # ------------------------------------------------------------------------------------------ set-up
     def freeze(self, names: Sequence[str]) -> None:
-        unknown = sorted(set(names) - set(MODULE_NAMES))
+        """Fix the weights of `names` (`FREEZABLE`). `reference` is the planner's reference plan: left trainable, the
+        mode-choice gradient moves it, and with it mode 0's anchor and every step of mode 0's chain."""
+        unknown = sorted(set(names) - set(FREEZABLE))
         if unknown:
-            raise ValueError(f"cannot freeze unknown VLA module(s) {unknown}; the modules are {list(MODULE_NAMES)}")
+            raise ValueError(f"cannot freeze unknown VLA module(s) {unknown}; the choices are {list(FREEZABLE)}")
         for name in names:
+            if name == "reference":
+                for part in self.planner.reference_modules():
+                    part.requires_grad_(False)
+                continue
             getattr(self, name).requires_grad_(False).eval()
             self.frozen.add(name)
 

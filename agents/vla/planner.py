@@ -131,6 +131,10 @@ class DiffusionPlanner(nn.Module):
         self.reference_norm = nn.LayerNorm(d)
         self.reference_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, (degree or poses) * 3))
 
+    def reference_modules(self) -> list[nn.Module | nn.Parameter]:
+        """What the reference plan, and nothing else, is computed by (RL keeps it as imitation made it)."""
+        return [self.reference_query, self.reference_layers, self.reference_norm, self.reference_head]
+
     # -- anchors -------------------------------------------------------------------------------------------------
 
     def set_anchors(self, anchors, low, high) -> None:
