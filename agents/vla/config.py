@@ -104,6 +104,8 @@ class VLAConfig:
     # modes alone miss the demonstration laterally where the regression does not: on the 108 navtest scenes where
     # the seed-0 VLA failed lane keeping and EgoStatusMLP did not, its best mode was 0.36 m off on average, its
     # reference plan 0.11 m at 2 s; executing the reference plan scored 82.2 EPDMS against 79.9 for the modes.
+    # With it (and "regression"), three seeds on navtest: 81.4 at 10 epochs (80.2 without it), 84.2 at 20; the
+    # choice among confidence, tau 0.25 and tau 4 moved the 10-epoch mean by 0.2 at most.
     mode_choice_tau: float = 0.25  # [m] distance that costs one unit of mode-score logit under "regression"
     reference_reg_weight: float = 8.0  # L1 of the reference plan (trained whatever mode_choice is)
     soft_target_tau: float = 1.0  # [m] temperature of the "soft" target (0.5 and 1.0 equal in the ego-only check)
