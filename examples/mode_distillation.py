@@ -102,13 +102,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return float(np.mean([true[int(confidence.argmax())] for _, confidence, true in scenes]))
 
     before = picked(plan_scenes(agent, test, rule))
-    loss_before, loss_after = distill(agent, plan_scenes(agent, train, train.reward_model(args.reward_model)), args.temperature,
-                   args.beta, args.epochs, args.lr)
+    teacher_scenes = plan_scenes(agent, train, train.reward_model(args.reward_model))
+    loss_before, loss_after = distill(agent, teacher_scenes, args.temperature, args.beta, args.epochs, args.lr)
     result = {"before": before, "after": picked(plan_scenes(agent, test, rule)),
               "loss_before": loss_before, "loss_after": loss_after}
     print(f"navtest one-stage EPDMS of the confidence pick ({len(test.tokens)} scenes, teacher "
           f"{args.reward_model!r}, {len(train.tokens)} training scenes): before {result['before']:.4f}, "
-          f"after {result['after']:.4f}; cross-entropy to the teacher's optimum {loss_before:.4f} -> {loss_after:.4f}")
+          f"after {result['after']:.4f}; cross-entropy to the teacher's optimum {loss_before:.4f} -> "
+          f"{loss_after:.4f}")
     return result
 
 

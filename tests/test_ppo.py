@@ -249,8 +249,7 @@ def test_freezing_the_reference_plan_keeps_the_mode_choice_gradient_off_it():
         chain = core.sample(context, deterministic=False, min_std=0.05)
         core.score(context, chain.detach(), 0.05).log_prob.sum().backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.planner.score_head.parameters())
-        parts = agent.planner.reference_modules()
-        return [p.grad for part in parts for p in ([part] if isinstance(part, torch.nn.Parameter) else part.parameters())]
+        return [p.grad for p in agent.planner.reference_parameters()]
 
     trainable = reference_grads(["semantic", "bev"])
     assert trainable and any(g is not None and g.abs().sum() > 0 for g in trainable)  # the choice reaches it

@@ -208,8 +208,8 @@ class VLACore(nn.Module):
             raise ValueError(f"cannot freeze unknown VLA module(s) {unknown}; the choices are {list(FREEZABLE)}")
         for name in names:
             if name == "reference":
-                for part in self.planner.reference_modules():
-                    part.requires_grad_(False)
+                for p in self.planner.reference_parameters():
+                    p.requires_grad_(False)
                 continue
             getattr(self, name).requires_grad_(False).eval()
             self.frozen.add(name)

@@ -131,9 +131,10 @@ class DiffusionPlanner(nn.Module):
         self.reference_norm = nn.LayerNorm(d)
         self.reference_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, (degree or poses) * 3))
 
-    def reference_modules(self) -> list[nn.Module | nn.Parameter]:
-        """What the reference plan, and nothing else, is computed by (RL keeps it as imitation made it)."""
-        return [self.reference_query, self.reference_layers, self.reference_norm, self.reference_head]
+    def reference_parameters(self) -> list[nn.Parameter]:
+        """The weights the reference plan, and nothing else, is computed by (RL keeps them as imitation made them)."""
+        modules = (self.reference_layers, self.reference_norm, self.reference_head)
+        return [self.reference_query, *(p for module in modules for p in module.parameters())]
 
     # -- anchors -------------------------------------------------------------------------------------------------
 
