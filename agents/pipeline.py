@@ -54,6 +54,11 @@ class PipelineConfig:
     :param seeds: RL seeds; the report gives the mean and spread over them.
     :param eval_scenes: navtest scenes every agent is scored on (None: all; a cap is spread over every log).
     :param workers: parallel scene workers (Ray) for labelling and scoring; 1 runs in-process.
+    :param jobs: independent runs inside a stage (the RL runs, the agents' evaluations) in this many processes at
+        once, each with `cpu_count // jobs` torch threads. RL and the rule-based scorer use one core each, so on
+        2 cores two jobs nearly halve those stages.
+    :param il_val_every: imitation epochs between two validations (the last epoch always validates). The model
+        kept is the last epoch's either way, so the validation L2 is only a curve; every epoch cost 7 s of 45.
     """
 
     name: str = "default"
@@ -68,6 +73,7 @@ class PipelineConfig:
     il_max_train_scenes: int | None = None
     il_batch_size: int | None = 32
     il_val_scenes: int | None = 300
+    il_val_every: int = 5
     rwm_train_scenes: int | None = 1500
     rwm_eval_scenes: int | None = 200
     rwm_epochs: int = 30
@@ -78,6 +84,7 @@ class PipelineConfig:
     seeds: tuple[int, ...] = (0,)
     eval_scenes: int | None = None
     workers: int = 1
+    jobs: int = 2
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "PipelineConfig":
@@ -107,6 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rl_num_envs": 4,
         "rl_audit_scenes": 4,
         "eval_scenes": 6,
+        "il_val_every": 1,
     },
     # Real NAVSIM on GPUs: every scene, longer training, three seeds, Ray workers.
     "real": {
@@ -123,6 +131,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": (0, 1, 2),
         "eval_scenes": None,
         "workers": 8,
+        "jobs": 1,  # one GPU: the runs take turns on it
     },
 }
 
@@ -209,6 +218,7 @@ def stage_il(config: PipelineConfig, data_root: str, folder: Path) -> dict[str, 
             epochs=config.il_epochs.get(agent, 5),
             max_train_scenes=config.il_max_train_scenes,
             max_val_scenes=config.il_val_scenes,
+            val_every=config.il_val_every,
         )
         result = train(il)
         checkpoints[agent] = str(Path(result["run_dir"]) / "model")
@@ -258,31 +268,63 @@ def stage_rl(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoin
     from agents.ppo.config import RLConfig
     from agents.ppo.train import train_rl
 
-    runs: dict[str, list[dict[str, Any]]] = {"rwm": [], "epdms": []}
+    calls, names = [], []
     for reward_name, reward in (("rwm", rwm_checkpoint), ("epdms", "epdms")):
         for seed in config.seeds:
             rl = RLConfig(reward_model=reward, total_timesteps=config.rl_timesteps, num_envs=config.rl_num_envs,
                           batch_size=min(64, config.rl_num_envs * RLConfig.n_steps),
                           audit_scenes=config.rl_audit_scenes, seed=seed, data_root=data_root)
-            summary = train_rl(rl, vla_checkpoint, run_dir=folder / "rl" / f"{reward_name}_seed{seed}")
-            runs[reward_name].append(summary)
+            calls.append((rl, vla_checkpoint, folder / "rl" / f"{reward_name}_seed{seed}", config.jobs <= 1))
+            names.append(reward_name)
+    runs: dict[str, list[dict[str, Any]]] = {"rwm": [], "epdms": []}
+    for reward_name, summary in zip(names, run_jobs(train_rl, calls, config.jobs)):
+        runs[reward_name].append(summary)
     return runs
 
 
 def stage_eval(config: PipelineConfig, data_root: str, folder: Path, checkpoints: dict[str, str | None]) -> dict:
     """Rule-based EPDMS of every agent; RL agents are scored once per seed."""
-    from agents.evaluate import evaluate_agents
-
-    specs = []
+    calls = []
     for key, checkpoint in checkpoints.items():
         registry_name = "vla" if key.startswith("vla") else key
-        specs.append((key, registry_name, Path(checkpoint) if checkpoint else None))
-    rows = {}
-    for key, registry_name, checkpoint in specs:
-        table = evaluate_agents([(registry_name, checkpoint)], split="navtest", max_scenes=config.eval_scenes,
-                                data_root=data_root, run_dir=folder / "eval" / key, num_workers=config.workers)
-        rows[key] = {column: float(v) for column, v in table.iloc[0].items()}
-    return rows
+        calls.append((registry_name, Path(checkpoint) if checkpoint else None, config.eval_scenes, data_root,
+                      folder / "eval" / key, config.workers))
+    return dict(zip(checkpoints, run_jobs(evaluate_one, calls, config.jobs)))
+
+
+def evaluate_one(registry_name: str, checkpoint: Path | None, max_scenes: int | None, data_root: str,
+                 run_dir: Path, workers: int) -> dict[str, float]:
+    """One agent's rule-based sub-scores and EPDMS on navtest (a top-level function, so a job process can run it)."""
+    from agents.evaluate import evaluate_agents
+
+    table = evaluate_agents([(registry_name, checkpoint)], split="navtest", max_scenes=max_scenes,
+                            data_root=data_root, run_dir=run_dir, num_workers=workers)
+    return {column: float(v) for column, v in table.iloc[0].items()}
+
+
+def run_jobs(work: Callable[..., Any], calls: list[tuple], jobs: int) -> list[Any]:
+    """`[work(*call) for call in calls]`, with up to `jobs` calls at once in spawned processes, results in order.
+
+    Spawned rather than forked: a fork copies torch's thread pool and a Ray client in an unusable state. Each process
+    gets `cpu_count // jobs` torch threads, so the jobs share the cores instead of oversubscribing them. An exception
+    in a job is raised here, after the others finish (their results are on disk, so a rerun resumes them).
+    """
+    if jobs <= 1 or len(calls) <= 1:
+        return [work(*call) for call in calls]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(calls)), mp_context=context, initializer=_share_cores,
+                             initargs=(threads,)) as pool:
+        return list(pool.map(work, *zip(*calls)))
+
+
+def _share_cores(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------------ report

@@ -58,3 +58,14 @@ def test_other_rl_seeds_invalidate_the_rl_and_eval_stages(tmp_path):
     log.forget("rl", "eval")
     again = StageLog(tmp_path)  # what a resumed pipeline reads back
     assert again.done("il") and not again.done("rl") and not again.done("eval")
+
+
+def test_parallel_jobs_return_results_in_order_and_raise_a_jobs_error():
+    import math
+
+    from agents.pipeline import run_jobs
+
+    assert run_jobs(math.pow, [(2, 3), (3, 2), (5, 1)], jobs=2) == [8.0, 9.0, 5.0]
+    assert run_jobs(math.pow, [(2, 3), (3, 2)], jobs=1) == [8.0, 9.0]
+    with pytest.raises(ValueError, match="math domain error"):
+        run_jobs(math.sqrt, [(4.0,), (-1.0,)], jobs=2)
