@@ -56,7 +56,7 @@ class PipelineConfig:
     :param workers: parallel scene workers (Ray) for labelling and scoring; 1 runs in-process.
     :param jobs: independent runs inside a stage (the RL runs, the agents' evaluations) in this many processes at
         once, each with `cpu_count // jobs` torch threads. RL and the rule-based scorer use one core each, so on
-        2 cores two jobs nearly halve those stages.
+        2 cores two jobs cut the default pipeline's RL stage 352 -> 260 s and its evaluation 272 -> 163 s.
     :param il_val_every: imitation epochs between two validations (the last epoch always validates). The model
         kept is the last epoch's either way, so the validation L2 is only a curve; every epoch cost 7 s of 45.
     """
