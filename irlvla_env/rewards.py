@@ -84,6 +84,28 @@ class RewardModel(Protocol):
     ) -> RewardOutput: ...
 
 
+def observation_for(model: Any, config: Any) -> Any:
+    """`config` (an `ObservationConfig`) extended by what `model` reads beyond it.
+
+    A model may declare `observation_needs`, a dict of `ObservationConfig` fields (e.g. `{"lidar_history": 2}` for
+    a Reward World Model that sees past LiDAR sweeps); counts are raised to at least the model's, never lowered,
+    so a policy keeps what it reads too.
+    """
+    from dataclasses import replace
+
+    needs = dict(getattr(model, "observation_needs", None) or {})
+    raised = {key: value for key, value in needs.items() if getattr(config, key) < value}
+    return replace(config, **raised) if raised else config
+
+
+def check_observation_for(model: Any, config: Any, where: str) -> None:
+    """Raise a ValueError naming the fields when observations built with `config` miss inputs `model` reads."""
+    if observation_for(model, config) != config:
+        needs = getattr(model, "observation_needs", {})
+        raise ValueError(f"{where} builds observations with {config}, but reward model "
+                         f"{getattr(model, 'name', model)!r} reads {needs}; build it with those ObservationConfig fields")
+
+
 def check_trajectories(trajectories: np.ndarray, tokens: Sequence[str] | None = None) -> np.ndarray:
     """Validate a `(B, 8, 3)` batch of local trajectories (and its tokens); returns it as float32."""
     array = np.asarray(trajectories)

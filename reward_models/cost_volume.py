@@ -41,6 +41,12 @@ LIDAR_FEATURES = 16
 KINEMATIC_FEATURES = 11
 
 
+def lidar_input(observations: dict[str, torch.Tensor], config: "RWMConfig") -> torch.Tensor:
+    """`(S, lidar_channels + lidar_history, B, B)`: the current BEV histogram and the past sweeps, log-scaled."""
+    parts = [observations["lidar_bev"]] + ([observations["lidar_history"]] if config.lidar_history else [])
+    return torch.log1p(torch.cat([p.float() for p in parts], dim=1).clamp_min(0))
+
+
 def _conv(c_in: int, c_out: int, stride: int = 2, kernel: int = 3) -> nn.Sequential:
     """Conv + ReLU (stride 2 halves the resolution). No normalisation and no GELU: on a CPU both cost more than the
     convolution itself at these sizes, and a network this shallow trains without them."""
@@ -157,7 +163,7 @@ class CostVolumeEncoder(nn.Module):
                 self.register_buffer("camera_visible", visible[None, None].float(), persistent=False)  # (1, 1, G, G)
                 fused_in += CAMERA_FEATURES + 1
         if config.use_lidar:
-            self.lidar_net = _conv(config.lidar_channels, LIDAR_FEATURES)
+            self.lidar_net = _conv(config.lidar_channels + config.lidar_history, LIDAR_FEATURES)
             fused_in += LIDAR_FEATURES
         self.fuse = nn.Conv2d(fused_in, c, 1) if fused_in else None
         self.down = nn.Conv2d(c, c, 3, stride=2, padding=1) if fused_in else None
@@ -188,7 +194,7 @@ class CostVolumeEncoder(nn.Module):
                 ground = F.grid_sample(features, self.camera_grid.expand(s, -1, -1, -1), align_corners=False)
                 parts += [ground * self.camera_visible, self.camera_visible.expand(s, -1, -1, -1)]
         if cfg.use_lidar:
-            parts.append(self.lidar_net(torch.log1p(observations["lidar_bev"].float().clamp_min(0))))
+            parts.append(self.lidar_net(lidar_input(observations, cfg)))
         fused = F.relu(self.fuse(torch.cat(parts, dim=1))) if self.fuse is not None else None  # (S, c, G, G)
         mid = self.position.expand(s, -1, -1, -1) if fused is None else self.down(fused) + self.position
         conditions = []

@@ -46,13 +46,13 @@ from irlvla_env.rewards import (
     check_trajectories,
     group_rows_by_token,
 )
-from reward_models.cost_volume import FOOTPRINT, CostVolumeEncoder, CostVolumeScorer, footprint_points
+from reward_models.cost_volume import FOOTPRINT, CostVolumeEncoder, CostVolumeScorer, footprint_points, lidar_input
 from reward_models.projection import StripProjector
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1  # configs without the newer fields (candidate_head, ...) load as the attention model they are
-OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command")
+OBSERVATION_KEYS = ("camera", "lidar_bev", "ego_status", "command", "lidar_history")
 
 # Head layout of one ensemble member's output vector.
 THREE_CLASS = ("NC", "DDC")
@@ -71,11 +71,16 @@ class RWMConfig:
     :param camera_downsample: average-pool factor applied to the camera before its CNN (speed; road layout and
         vehicles survive a 2x reduction of a 64x256 strip).
     :param lidar_channels: channels of the LiDAR BEV histogram; `lidar_bins` its side.
+    :param lidar_history: past sweeps in the observation's `lidar_history` (0: none); the LiDAR CNN reads them as
+        extra channels, which is how it sees the other agents' speed (collisions and time to collision).
     :param bev_range_m: half-width of the square the BEV covers around the ego [m] (x forward, y left).
     :param num_history: ego-status frames; `num_poses` trajectory poses.
     :param use_camera, use_lidar, use_ego_status, use_command: which inputs the model reads (ablations).
     :param width: token width; `trunk_width` the per-trajectory trunk; `head_width` each member's hidden layer.
     :param attention_heads: heads of the pose-to-scene cross-attention.
+    :param bev_context_dilations: residual dilated 3x3 convolutions over the fine BEV features before a candidate
+        samples them (attention head). Without them a footprint reads features that saw ~3 m around it, so it cannot
+        tell that a car 10 m behind the spot will be there in 2 s; (1, 2, 4, 8) widens that to ~60 m.
     :param ensemble_size: M heads over the shared trunk.
     :param position_scale: metres that map to 1.0 in the trajectory encoding.
     :param camera_calibration: the rig (`projection.strip_calibration`); when given, the camera is also read where
@@ -94,6 +99,7 @@ class RWMConfig:
     camera_downsample: int = 2
     lidar_channels: int = 2
     lidar_bins: int = 64
+    lidar_history: int = 0
     bev_range_m: float = 32.0
     num_history: int = 4
     num_poses: int = 8
@@ -105,6 +111,7 @@ class RWMConfig:
     trunk_width: int = 128
     head_width: int = 64
     attention_heads: int = 4
+    bev_context_dilations: tuple[int, ...] = ()
     ensemble_size: int = 4
     position_scale: float = 10.0
     camera_calibration: list | None = None
@@ -117,6 +124,9 @@ class RWMConfig:
 
     def __post_init__(self) -> None:
         self.camera_shape = tuple(int(v) for v in self.camera_shape)
+        self.bev_context_dilations = tuple(int(v) for v in self.bev_context_dilations)
+        if any(d < 1 for d in self.bev_context_dilations):
+            raise ValueError(f"RWMConfig.bev_context_dilations must be >= 1, got {self.bev_context_dilations}")
         if self.candidate_head not in CANDIDATE_HEADS:
             raise ValueError(f"RWMConfig.candidate_head must be one of {CANDIDATE_HEADS}, got {self.candidate_head!r}")
         if self.reward_source not in ("epdms", "irl"):
@@ -231,6 +241,18 @@ def _conv_stack(channels: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class _DilatedResidual(nn.Module):
+    """x + GELU(GroupNorm(dilated 3x3 conv(x))): context without losing resolution."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.norm = nn.GroupNorm(min(8, channels), channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.gelu(self.norm(self.conv(x)))
+
+
 class RewardWorldModel(nn.Module):
     """Scene encoder + candidate encoder (`RWMConfig.candidate_head`) + ensemble of sub-score/IRL heads."""
 
@@ -287,7 +309,8 @@ class RewardWorldModel(nn.Module):
             num_tokens += (h // stride) * (wd // stride)
             self.camera_position = nn.Parameter(torch.zeros(1, (h // stride) * (wd // stride), w))
         if config.use_lidar:
-            self.lidar_fine = _conv_stack((config.lidar_channels, BEV_FEATURES))  # /2: sampled at the footprint
+            self.lidar_fine = _conv_stack((config.lidar_channels + config.lidar_history, BEV_FEATURES))  # /2: sampled at the footprint
+            self.bev_context = nn.Sequential(*(_DilatedResidual(BEV_FEATURES, d) for d in config.bev_context_dilations))
             self.lidar_coarse = _conv_stack((BEV_FEATURES, 32, w))  # /8: scene tokens
             side = config.lidar_bins // 8
             self.lidar_pool = nn.AdaptiveAvgPool2d(max(1, side // 2))
@@ -336,8 +359,7 @@ class RewardWorldModel(nn.Module):
             feat = self.camera_late(early)  # (S, w, H/stride, W/stride)
             tokens.append(feat.flatten(2).transpose(1, 2) + self.camera_position)
         if cfg.use_lidar:
-            lidar = torch.log1p(observations["lidar_bev"].float().clamp_min(0))
-            bev = self.lidar_fine(lidar)  # (S, C, B/2, B/2)
+            bev = self.bev_context(self.lidar_fine(lidar_input(observations, cfg)))  # (S, C, B/2, B/2)
             coarse = self.lidar_coarse(bev)  # (S, w, B/8, B/8)
             tokens.append(self.lidar_pool(coarse).flatten(2).transpose(1, 2) + self.lidar_position)
         if cfg.use_ego_status:
@@ -463,17 +485,21 @@ def observations_to_tensors(
         "lidar_bev": (config.lidar_channels, config.lidar_bins, config.lidar_bins),
         "ego_status": (config.num_history, 7),
         "command": (4,),
+        "lidar_history": (config.lidar_history, config.lidar_bins, config.lidar_bins),
     }
     wanted = {
         "camera": config.use_camera, "lidar_bev": config.use_lidar,
         "ego_status": config.use_ego_status, "command": config.use_command,
+        "lidar_history": config.use_lidar and config.lidar_history > 0,
     }
     out: dict[str, torch.Tensor] = {}
     for key, shape in expected.items():
         if not wanted[key]:
             continue
         if key not in observations:
-            raise KeyError(f"observations miss {key!r} (have {sorted(observations)})")
+            hint = (f" (this model reads {config.lidar_history} past LiDAR sweeps: build observations with "
+                    f"ObservationConfig(lidar_history={config.lidar_history}))") if key == "lidar_history" else ""
+            raise KeyError(f"observations miss {key!r} (have {sorted(observations)}){hint}")
         array = np.asarray(observations[key])
         if array.shape[1:] != shape:
             raise ValueError(f"observations[{key!r}] has shape {array.shape}, expected (B, {', '.join(map(str, shape))})")
@@ -490,6 +516,7 @@ def observation_shapes(observations: dict[str, np.ndarray]) -> dict[str, Any]:
         shapes["camera_shape"] = tuple(int(v) for v in observations["camera"].shape[1:3])
     if "lidar_bev" in observations:
         shapes["lidar_channels"], shapes["lidar_bins"] = (int(v) for v in observations["lidar_bev"].shape[1:3])
+    shapes["lidar_history"] = int(observations["lidar_history"].shape[1]) if "lidar_history" in observations else 0
     if "ego_status" in observations:
         shapes["num_history"] = int(observations["ego_status"].shape[1])
     return shapes
@@ -510,6 +537,11 @@ class RWMRewardModel:
     @classmethod
     def from_pretrained(cls, folder: str | Path, name: str = "rwm", device: str = "cpu") -> "RWMRewardModel":
         return cls(RewardWorldModel.from_pretrained(folder), name=name, device=device)
+
+    @property
+    def observation_needs(self) -> dict[str, int]:
+        """`ObservationConfig` fields this model reads beyond the defaults (the envs extend their config by them)."""
+        return {"lidar_history": self.model.config.lidar_history} if self.model.config.lidar_history else {}
 
     @property
     def config(self) -> RWMConfig:

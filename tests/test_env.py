@@ -174,3 +174,20 @@ def test_closed_loop_episode_reaches_its_end(synthetic_root):
         reasons.append(info.get("termination"))
     assert 1 <= steps <= 3
     assert reasons[-1] in {"horizon", "end_of_log", "off_road", "collision"}
+
+
+@pytest.mark.parametrize("mode", ["single", "closed_loop"])
+def test_env_observes_what_its_reward_model_reads(synthetic_root, pool, tmp_path, mode):
+    """A reward model that reads past LiDAR sweeps extends the env's observation by them (the policy keeps its
+    keys); a given scene pool without them is an error that names the field."""
+    from reward_models.model import RewardWorldModel, RWMConfig
+
+    RewardWorldModel(RWMConfig(lidar_history=2)).save_pretrained(tmp_path)
+    env = NavsimEnv(reward_model=str(tmp_path), mode=mode, horizon=2, data_root=str(synthetic_root), max_scenes=2)
+    assert env.config.observation.lidar_history == 2
+    obs, _ = env.reset(seed=0)
+    assert obs["lidar_history"].shape == (2, 64, 64) and obs["lidar_history"].sum() > 0
+    obs, reward, *_ = env.step(straight(5.0))
+    assert env.observation_space.contains(obs) and np.isfinite(reward)
+    with pytest.raises(ValueError, match="lidar_history"):
+        NavsimEnv(reward_model=str(tmp_path), scene_pool=pool)

@@ -100,6 +100,35 @@ def test_required_sensors_are_the_current_frame_only():
     assert sensors.wants("cam_f0", 3) and not sensors.wants("cam_f0", 2)
 
 
+def test_lidar_history_moves_past_sweeps_into_the_current_frame():
+    """A parked car seen 0.5 s and 1 s ago (ego driving at 8 m/s) lands in the same cell as now; a car that drove
+    with the ego lands behind its current cell by what it drove. Old configs keep their cache hash."""
+    config = ObservationConfig(lidar_history=2)
+    assert required_sensors(config).lidar_pc == [1, 2, 3]
+    assert ObservationConfig().config_hash() == ObservationConfig(lidar_history=0).config_hash() != config.config_hash()
+    assert "lidar_history" not in ObservationConfig().to_dict()
+    agent_input = make_agent_input(speed=8.0)
+    parked, leader = np.array([20.5, 4.5, 1.0]), np.array([10.5, -0.5, 1.0])  # in the current ego frame
+    for k in (1, 2, 3):
+        ego_x = agent_input.ego_statuses[k].ego_pose[0]  # -8, -4, 0
+        leader_then = leader + [ego_x * 0.5, 0.0, 0.0]  # the leader drove 4 m/s: half the ego's displacement
+        sweep = np.stack([parked - [ego_x, 0, 0], leader_then - [ego_x, 0, 0]], axis=1)  # in that frame's ego frame
+        agent_input.lidars[k] = Lidar(lidar_pc=np.vstack([sweep, np.zeros((3, 2))]))
+    obs = build_observation(agent_input, config)
+    assert observation_space(config).contains(obs) and obs["lidar_history"].shape == (2, 64, 64)
+    row, col = lambda xy: int(np.floor(32 - xy[0])), lambda xy: int(np.floor(32 - xy[1]))
+    for index, back in ((0, 2.0), (1, 4.0)):  # newest first: 0.5 s ago the leader was 2 m behind, 1 s ago 4 m
+        history = obs["lidar_history"][index]
+        assert history[row(parked), col(parked)] > 0
+        assert history[row(leader - [back, 0, 0]), col(leader)] > 0 and history[row(leader), col(leader)] == 0
+        assert history.sum() == pytest.approx(0.4)  # two points, one per cell, each 1 / lidar_max_per_cell
+    agent_input.lidars[1] = Lidar()
+    with pytest.raises(MissingSensorError, match=r"history indices \[1\]"):
+        build_observation(agent_input, config)
+    with pytest.raises(ValueError, match="lidar_history"):
+        ObservationConfig(lidar_history=4)
+
+
 def test_prompt_says_command_and_speed():
     prompt = build_prompt(make_agent_input(command=0, speed=8.0))
     assert prompt.startswith("Command: turn left.")

@@ -26,7 +26,7 @@ from reward_models.candidates import (
 from reward_models.evaluate import auroc, evaluate_reward_model, fidelity_metrics, selection_metrics
 from reward_models.irl import RWMLossConfig, max_entropy_irl_loss, rwm_loss
 from reward_models.labelling import LabelledScenes
-from reward_models.model import RewardWorldModel, RWMConfig, RWMRewardModel
+from reward_models.model import RewardWorldModel, RWMConfig, RWMRewardModel, observation_shapes
 from reward_models.train import RWMTrainConfig, predict_scenes, train_rwm
 
 TINY = dict(camera_shape=(16, 32), camera_downsample=1, lidar_bins=16, width=16, trunk_width=32, head_width=16, attention_heads=2,
@@ -242,6 +242,25 @@ def test_no_camera_variant_ignores_the_camera():
     a = reward_model.predict(obs, trajectories, tokens)
     b = reward_model.predict({k: v for k, v in obs.items() if k != "camera"}, trajectories, tokens)
     np.testing.assert_array_equal(a.epdms, b.epdms)
+
+
+def test_lidar_history_is_read_as_extra_lidar_channels():
+    """A model built from observations with past sweeps reads them (its score changes with them), names the key
+    when it is missing, and records the count in its config."""
+    data = tiny_scenes(1)
+    obs, trajectories, tokens = flat_batch(data, scenes=(0,))
+    history = np.random.default_rng(1).random((len(tokens), 2, 16, 16), dtype=np.float32)
+    shapes = observation_shapes({**obs, "lidar_history": history})
+    assert shapes["lidar_history"] == 2 and observation_shapes(obs)["lidar_history"] == 0
+    for head in ("attention", "cost_volume"):
+        reward_model = RWMRewardModel(tiny_model(lidar_history=2, candidate_head=head))
+        a = reward_model.predict({**obs, "lidar_history": history}, trajectories, tokens)
+        b = reward_model.predict({**obs, "lidar_history": np.zeros_like(history)}, trajectories, tokens)
+        assert not np.allclose(a.epdms, b.epdms)
+        with pytest.raises(KeyError, match=r"lidar_history.*ObservationConfig\(lidar_history=2\)"):
+            reward_model.predict(obs, trajectories, tokens)
+        with pytest.raises(ValueError, match="lidar_history"):
+            reward_model.predict({**obs, "lidar_history": history[:, :1]}, trajectories, tokens)
 
 
 # -------------------------------------------------------------------------------------------- objective

@@ -47,6 +47,7 @@ from irlvla_env import paths
 from irlvla_env.envs.scene_pool import ScenePool
 from irlvla_env.envs.vector_env import NavsimVectorEnv
 from irlvla_env.envs.wrappers import SB3NavsimVecEnv
+from irlvla_env.rewards import make_reward_model, observation_for
 
 CHECKPOINTS, LATEST = "checkpoints", "latest"
 POLICY_FILE, OPTIMIZER_FILE, OPTIMIZER_META, RNG_FILE = (
@@ -60,10 +61,12 @@ RESUMABLE_CHANGES = frozenset({"total_timesteps", "num_threads"})
 # -------------------------------------------------------------------------------------------- building blocks
 def build_env(config: RLConfig, agent: Any) -> ChainActionVecEnv:
     """`NavsimVectorEnv` (one batched reward call per step) → SB3 adapter → chain actions."""
-    pool = ScenePool(config.split, agent.observation_config, config.data_root, config.max_scenes)
+    reward_model = make_reward_model(config.reward_model)
+    observation = observation_for(reward_model, agent.observation_config)
+    pool = ScenePool(config.split, observation, config.data_root, config.max_scenes)
     vector = NavsimVectorEnv(
-        config.num_envs, scene_pool=pool, split=config.split, reward_model=config.reward_model,
-        observation=agent.observation_config, data_root=config.data_root, max_scenes=config.max_scenes,
+        config.num_envs, scene_pool=pool, split=config.split, reward_model=reward_model,
+        observation=observation, data_root=config.data_root, max_scenes=config.max_scenes,
     )
     width = chain_size(agent.config, config.denoising_steps, noise_free_plans=config.mode_advantage)
     modes = agent.config.num_anchors
@@ -103,9 +106,11 @@ def build_model(config: RLConfig, agent: Any, env: ChainActionVecEnv) -> Diffusi
 
 def build_audit(config: RLConfig, agent: Any, history: list[AuditRecord]) -> RewardHackingAudit:
     """The reward-hacking audit on the first `audit_scenes` held-out scenes (learned reward vs rule EPDMS)."""
-    pool = ScenePool(config.audit_split, agent.observation_config, config.data_root, config.audit_scenes)
+    reward_model = make_reward_model(config.reward_model)
+    pool = ScenePool(config.audit_split, observation_for(reward_model, agent.observation_config), config.data_root,
+                     config.audit_scenes)
     return RewardHackingAudit(
-        pool, pool.reward_model(config.reward_model), pool.reward_model("epdms"), pool.tokens,
+        pool, pool.reward_model(reward_model), pool.reward_model("epdms"), pool.tokens,
         every=config.audit_every, divergence=config.audit_divergence, history=history,
     )
 

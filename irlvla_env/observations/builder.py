@@ -1,8 +1,9 @@
 """AgentInput -> the observation dict a policy or reward model sees, its Gymnasium space, and batching.
 
 Keys (docs/interfaces.md): `camera` uint8 `(H, W, 3)`, `lidar_bev` float32 `(2, B, B)`, `ego_status` float32
-`(num_history, 7)`, `command` float32 `(4,)`, and `prompt` (str) when `include_prompt`. Sensors come from the
-current frame only, so `required_sensors` asks the loader for nothing else.
+`(num_history, 7)`, `command` float32 `(4,)`, `lidar_history` float32 `(n, B, B)` when `lidar_history = n > 0`,
+and `prompt` (str) when `include_prompt`. Cameras come from the current frame only, the LiDAR from it and the
+`lidar_history` frames before it, so `required_sensors` asks the loader for nothing else.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from irlvla_env.observations.camera import MissingSensorError, stitch_cameras
 from irlvla_env.observations.config import CURRENT_FRAME_INDEX, ObservationConfig
 from irlvla_env.observations.ego import EGO_STATUS_FIELDS, EGO_STATUS_HIGH, EGO_STATUS_LOW, build_prompt
 from irlvla_env.observations.ego import driving_command, ego_status_history
-from irlvla_env.observations.lidar_bev import lidar_bev
+from irlvla_env.observations.lidar_bev import lidar_bev, lidar_history_bev
 
 # Characters a prompt may use: printable ASCII (gymnasium's Text space defaults to alphanumerics only).
 PROMPT_CHARSET = string.printable
 
 
 def required_sensors(config: ObservationConfig) -> SensorConfig:
-    """The sensors `build_observation` reads: the configured cameras and the LiDAR, current frame only."""
+    """The sensors `build_observation` reads: the configured cameras (current frame) and the LiDAR (current frame
+    and `lidar_history` frames before it)."""
     current = [CURRENT_FRAME_INDEX]
-    return SensorConfig(**{name: current for name in config.cameras}, lidar_pc=current)
+    lidar = list(range(CURRENT_FRAME_INDEX - config.lidar_history, CURRENT_FRAME_INDEX + 1))
+    return SensorConfig(**{name: current for name in config.cameras}, lidar_pc=lidar)
 
 
 def observation_space(config: ObservationConfig) -> gym.spaces.Dict:
@@ -41,6 +44,8 @@ def observation_space(config: ObservationConfig) -> gym.spaces.Dict:
         "ego_status": gym.spaces.Box(history_low, history_high, dtype=np.float32),
         "command": gym.spaces.Box(0.0, 1.0, (len(DRIVING_COMMANDS),), dtype=np.float32),
     }
+    if config.lidar_history:
+        spaces["lidar_history"] = gym.spaces.Box(0.0, 1.0, (config.lidar_history, size, size), dtype=np.float32)
     if config.include_prompt:
         spaces["prompt"] = gym.spaces.Text(max_length=config.prompt_max_length, min_length=0, charset=PROMPT_CHARSET)
     return gym.spaces.Dict(spaces)
@@ -71,6 +76,15 @@ def build_observation(agent_input: AgentInput, config: ObservationConfig) -> dic
         "ego_status": ego_status_history(agent_input, config.num_history),
         "command": driving_command(agent_input),
     }
+    if config.lidar_history:
+        past = range(index - 1, index - 1 - config.lidar_history, -1)  # newest first
+        if min(past) < 0:
+            raise ValueError(f"observation needs {config.lidar_history} past LiDAR sweeps, agent input holds {index + 1} frames")
+        missing = [i for i in past if agent_input.lidars[i].lidar_pc is None]
+        if missing:
+            raise MissingSensorError(f"observation needs lidar_pc at history indices {missing}, but they were not loaded")
+        observation["lidar_history"] = lidar_history_bev([agent_input.lidars[i].lidar_pc for i in past],
+                                                         [agent_input.ego_statuses[i].ego_pose for i in past], config)
     if config.include_prompt:
         observation["prompt"] = build_prompt(agent_input)[: config.prompt_max_length]
     return observation

@@ -34,6 +34,9 @@ class ObservationConfig:
     :param lidar_split_height: points at or below this height go to channel 0, above to channel 1 [m].
     :param lidar_max_height: points at or above this height are dropped [m].
     :param lidar_max_per_cell: histogram counts are clipped here, then divided by it (values in [0, 1]).
+    :param lidar_history: past LiDAR sweeps (0.5 s apart, newest first) added as `lidar_history`, one above-ground
+        histogram each, moved into the current ego frame: what moved between sweeps is how fast the others drive,
+        which one sweep cannot show. 0 (default) adds nothing.
     :param num_history: ego-status frames, oldest first, the last one being the current frame.
     :param include_prompt: add a `prompt` text (command and ego state in words) for language models.
     :param prompt_max_length: the longest prompt the observation space admits [characters].
@@ -49,6 +52,7 @@ class ObservationConfig:
     lidar_split_height: float = 0.2
     lidar_max_height: float = 100.0
     lidar_max_per_cell: float = 5.0
+    lidar_history: int = 0
     num_history: int = 4
     include_prompt: bool = False
     prompt_max_length: int = 256
@@ -68,6 +72,9 @@ class ObservationConfig:
         for name in ("side_crop", "top_bottom_crop"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ValueError(f"ObservationConfig.{name} must be in [0, 0.5), got {getattr(self, name)}")
+        if not 0 <= self.lidar_history < NAVSIM_HISTORY_FRAMES:
+            raise ValueError(f"ObservationConfig.lidar_history must be in [0, {NAVSIM_HISTORY_FRAMES - 1}] (navsim holds "
+                             f"{NAVSIM_HISTORY_FRAMES} frames), got {self.lidar_history}")
         if self.num_history > NAVSIM_HISTORY_FRAMES:
             raise ValueError(f"ObservationConfig.num_history {self.num_history} > {NAVSIM_HISTORY_FRAMES} (navsim)")
 
@@ -77,7 +84,11 @@ class ObservationConfig:
         return 2.0 * self.lidar_bev_range / self.lidar_bev_size
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Plain values; `lidar_history` only when set, so the hashes of caches written before it existed hold."""
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.lidar_history:
+            del values["lidar_history"]
+        return values
 
     def config_hash(self) -> str:
         """12 hex characters that change whenever any field does (names observation cache folders)."""

@@ -3,6 +3,7 @@
 Layout of `bev[c, row, col]` (shared with the BEV semantic targets): the image looks down on the ego with the
 driving direction up. Row 0 is the far front (x = +range), rows go backwards; column 0 is the far left
 (y = +range), columns go right. Channel 0 counts points at or below `lidar_split_height`, channel 1 above.
+Past sweeps (`lidar_history`) are moved into the current ego frame first and keep only the above-ground channel.
 """
 
 from __future__ import annotations
@@ -37,3 +38,27 @@ def lidar_bev(points: np.ndarray, config: ObservationConfig) -> np.ndarray:
     counts = np.bincount(flat[valid], minlength=2 * size * size).reshape(2, size, size)
     bev = np.minimum(counts, config.lidar_max_per_cell) / config.lidar_max_per_cell
     return bev.astype(np.float32)
+
+
+def to_current_frame(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Points `(>=3, N)` of a past sweep, given in that frame's ego frame, in the current ego frame; `pose` is the
+    past ego pose `(x, y, heading)` in the current frame (AgentInput ego poses are local)."""
+    x, y, heading = (float(v) for v in pose[:3])
+    cos, sin = np.cos(heading), np.sin(heading)
+    moved = np.array(points[:3], dtype=np.float64)
+    moved[0], moved[1] = cos * points[0] - sin * points[1] + x, sin * points[0] + cos * points[1] + y
+    return moved
+
+
+def lidar_history_bev(sweeps: list[np.ndarray], poses: list[np.ndarray], config: ObservationConfig) -> np.ndarray:
+    """float32 `(len(sweeps), B, B)`: the above-ground histogram of each past sweep in the current ego frame."""
+    if len(sweeps) != len(poses):
+        raise ValueError(f"lidar_history_bev got {len(sweeps)} sweeps but {len(poses)} poses")
+    size = config.lidar_bev_size
+    out = np.zeros((len(sweeps), size, size), dtype=np.float32)
+    for i, (points, pose) in enumerate(zip(sweeps, poses)):
+        points = np.asarray(points)
+        if points.ndim != 2 or points.shape[0] < 3:
+            raise ValueError(f"lidar point cloud must be (>=3, N) with rows x, y, z; got shape {points.shape}")
+        out[i] = lidar_bev(to_current_frame(points, pose), config)[1]
+    return out
