@@ -10,7 +10,7 @@ import numpy as np
 
 from irlvla_env.navsim.loader import SceneLoader, load_split
 from irlvla_env.observations import ObservationCache, ObservationConfig, required_sensors
-from irlvla_env.rewards import make_reward_model
+from irlvla_env.rewards import check_observation_for, make_reward_model, observation_for
 from irlvla_env.paths import data_root as default_data_root
 from irlvla_env.paths import exp_root
 
@@ -89,3 +89,17 @@ class ScenePool:
             obs = self._cache.get_or_build(token, self.loader)
             self._memory[token] = obs
         return obs
+
+
+def pool_and_reward_model(config: Any, scene_pool: ScenePool | None = None) -> tuple[ScenePool, Any]:
+    """The scene pool and reward model of an env built from `config` (an `EnvConfig`).
+
+    `config.observation` is first extended by what the reward model reads (e.g. past LiDAR sweeps), so the
+    observation holds what the policy sees and what the reward needs; a given `scene_pool` must hold it already.
+    """
+    reward_model = make_reward_model(config.reward_model)
+    config.observation = observation_for(reward_model, config.observation)
+    if scene_pool is not None:
+        check_observation_for(reward_model, scene_pool.observation_config, "the given scene pool")
+    pool = scene_pool or ScenePool(config.split, config.observation, config.data_root, config.max_scenes)
+    return pool, pool.reward_model(reward_model)

@@ -15,9 +15,9 @@ from gymnasium.vector.utils import batch_space
 
 from irlvla_env.envs.action import BadActionError, action_problems, trajectory_space
 from irlvla_env.envs.config import EnvConfig
-from irlvla_env.envs.scene_pool import ScenePool
+from irlvla_env.envs.scene_pool import ScenePool, pool_and_reward_model
 from irlvla_env.observations import batch_observations, observation_space
-from irlvla_env.rewards import RewardModel, RewardOutput, check_observation_for, make_reward_model, observation_for
+from irlvla_env.rewards import RewardOutput
 
 
 class NavsimVectorEnv(VectorEnv):
@@ -43,15 +43,7 @@ class NavsimVectorEnv(VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = num_envs
-        reward_model = make_reward_model(self.config.reward_model)
-        # the observation holds what the policy sees and what the reward model reads (e.g. past LiDAR sweeps)
-        self.config.observation = observation_for(reward_model, self.config.observation)
-        if scene_pool is not None:
-            check_observation_for(reward_model, scene_pool.observation_config, "the given scene pool")
-        self.scene_pool = scene_pool or ScenePool(
-            self.config.split, self.config.observation, self.config.data_root, self.config.max_scenes
-        )
-        self.reward_model: RewardModel = self.scene_pool.reward_model(reward_model)
+        self.scene_pool, self.reward_model = pool_and_reward_model(self.config, scene_pool)
         self._audit = self.scene_pool.reward_model("epdms") if self.config.audit_epdms else None
         self.single_observation_space = observation_space(self.config.observation)
         self.single_action_space = trajectory_space()

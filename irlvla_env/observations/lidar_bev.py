@@ -21,14 +21,20 @@ def ego_to_bev_pixel(xy: np.ndarray, bev_range: float, resolution: float) -> tup
     return row, col
 
 
+def checked_cloud(points: np.ndarray) -> np.ndarray:
+    """`points` as an array, or a ValueError naming the shape when it is not `(>=3, N)` (rows x, y, z, ...)."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[0] < 3:
+        raise ValueError(f"lidar point cloud must be (>=3, N) with rows x, y, z; got shape {points.shape}")
+    return points
+
+
 def lidar_bev(points: np.ndarray, config: ObservationConfig) -> np.ndarray:
     """float32 `(2, B, B)` histogram of a point cloud `(>=3, N)` (rows x, y, z, ...; ego frame).
 
     Counts per cell are clipped at `lidar_max_per_cell` and divided by it, so every value lies in [0, 1].
     """
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[0] < 3:
-        raise ValueError(f"lidar point cloud must be (>=3, N) with rows x, y, z; got shape {points.shape}")
+    points = checked_cloud(points)
     size = config.lidar_bev_size
     x, y, z = (points[i].astype(np.float64) for i in range(3))
     row, col = ego_to_bev_pixel(np.stack([x, y], axis=-1), config.lidar_bev_range, config.lidar_bev_resolution)
@@ -57,8 +63,5 @@ def lidar_history_bev(sweeps: list[np.ndarray], poses: list[np.ndarray], config:
     size = config.lidar_bev_size
     out = np.zeros((len(sweeps), size, size), dtype=np.float32)
     for i, (points, pose) in enumerate(zip(sweeps, poses)):
-        points = np.asarray(points)
-        if points.ndim != 2 or points.shape[0] < 3:
-            raise ValueError(f"lidar point cloud must be (>=3, N) with rows x, y, z; got shape {points.shape}")
-        out[i] = lidar_bev(to_current_frame(points, pose), config)[1]
+        out[i] = lidar_bev(to_current_frame(checked_cloud(points), pose), config)[1]
     return out
