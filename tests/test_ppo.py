@@ -7,6 +7,7 @@ end-to-end tests run `train_rl` on the tiny synthetic data set with the rule-bas
 
 from __future__ import annotations
 
+import copy
 import json
 from types import SimpleNamespace
 
@@ -325,6 +326,37 @@ def test_all_mode_update_stores_every_modes_reward_and_moves_the_choice_toward_t
     after_first = cross_entropy()
     model.train()
     assert cross_entropy() < after_first - 1e-3
+
+
+def test_mode_head_only_keeps_the_all_mode_cross_entropy_off_the_shared_decoder():
+    agent = tiny_agent(mode_choice="confidence")
+    # one minibatch and one epoch: later minibatches would see the moved head and differ for that reason alone
+    model = toy_model(agent, mode_beta=0.05, bc_coef=0.0, mode_head_only=True, max_grad_norm=1e9, n_epochs=1,
+                      batch_size=16)
+    assert model.batch_size == model.n_steps * model.n_envs
+    model.learn(total_timesteps=model.n_steps * model.n_envs)
+    policy: DiffusionPlannerPolicy = model.policy
+    head = {name for name, p in policy.named_parameters() if any(p is q for q in policy.core.mode_parameters())}
+    start = copy.deepcopy(policy.state_dict())
+    optimizer = copy.deepcopy(policy.optimizer.state_dict())
+
+    def train_with(mode_coef: float) -> dict[str, torch.Tensor]:  # one train() on the same rollout and state
+        policy.load_state_dict(start)
+        policy.optimizer.load_state_dict(copy.deepcopy(optimizer))  # Adam would update the loaded moments in place
+        model.mode_coef = mode_coef
+        np.random.seed(0)
+        torch.manual_seed(0)
+        model.train()
+        return {name: p.detach().clone() for name, p in policy.named_parameters()}
+
+    def decoder_moved_by_the_cross_entropy() -> bool:
+        without, with_ = train_with(0.0), train_with(1.0)
+        assert any(not torch.equal(without[n], with_[n]) for n in head)  # the head learns from it either way
+        return any(not torch.equal(without[n], with_[n]) for n in without if n not in head)
+
+    assert head and not decoder_moved_by_the_cross_entropy()
+    model.mode_head_only = False
+    assert decoder_moved_by_the_cross_entropy()
 
 
 def test_per_mode_core_scores_each_modes_steps_and_keeps_noise_free_plans():

@@ -49,11 +49,13 @@ class DiffusionPPO(PPO):
         `candidate_rewards` and a policy with `score_candidates=True`.
     :param mode_coef: weight of the all-mode cross-entropy in the loss.
     :param mode_advantage: per-mode advantages for the denoising steps (needs `mode_beta`).
+    :param mode_head_only: the all-mode cross-entropy trains only the confidence head (`core.mode_parameters()`),
+        not the decoder it shares with the plans; otherwise its gradient also moves every mode's plan.
     """
 
     def __init__(self, policy: Any, env: Any, denoising_gamma: float = 0.9, bc_coef: float = 0.0,
                  mode_beta: float | None = None, mode_coef: float = 1.0, mode_advantage: bool = False,
-                 **kwargs: Any) -> None:
+                 mode_head_only: bool = False, **kwargs: Any) -> None:
         self.denoising_gamma = float(denoising_gamma)
         self.bc_coef = float(bc_coef)
         if mode_beta is not None and not mode_beta > 0:
@@ -63,6 +65,7 @@ class DiffusionPPO(PPO):
         if mode_advantage and self.mode_beta is None:
             raise ValueError("DiffusionPPO(mode_advantage=True) needs mode_beta: its modes are weighted by pi*")
         self.mode_advantage = bool(mode_advantage)
+        self.mode_head_only = bool(mode_head_only)
         self.minibatch_stats: dict[str, list[float]] = {}  # per-minibatch figures of the last `train()`
         policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
         decisions = policy_kwargs.pop("num_decisions", None)
@@ -146,10 +149,12 @@ class DiffusionPPO(PPO):
                 value_loss = F.mse_loss(data.returns, values.flatten())
                 bc_loss = evaluation.kl.mean()
                 loss = policy_loss + self.vf_coef * value_loss + self.bc_coef * bc_loss
+                mode_loss = None
                 if target is not None:  # cross-entropy of the mode choice against pi*
-                    mode_loss = -(target * evaluation.mode_log_prob).sum(dim=-1).mean()
-                    loss = loss + self.mode_coef * mode_loss
-                    mode_losses.append(mode_loss.item())
+                    mode_loss = self.mode_coef * -(target * evaluation.mode_log_prob).sum(dim=-1).mean()
+                    mode_losses.append(mode_loss.item() / max(self.mode_coef, 1e-12))
+                    if not self.mode_head_only:
+                        loss, mode_loss = loss + mode_loss, None
                 with torch.no_grad():  # k3 estimator of KL(old || new), per (env step, denoising step)
                     approx_kl = float(((ratio - 1) - log_ratio).mean())
                 pg_losses.append(policy_loss.item())
@@ -161,7 +166,12 @@ class DiffusionPPO(PPO):
                     continue_training = False
                     break
                 policy.optimizer.zero_grad()
-                loss.backward()
+                loss.backward(retain_graph=mode_loss is not None)
+                if mode_loss is not None:
+                    head = policy.core.mode_parameters()
+                    for parameter, grad in zip(head, torch.autograd.grad(mode_loss, head, allow_unused=True)):
+                        if grad is not None:
+                            parameter.grad = grad if parameter.grad is None else parameter.grad + grad
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), self.max_grad_norm)
                 policy.optimizer.step()
             self._n_updates += 1

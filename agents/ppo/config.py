@@ -34,6 +34,8 @@ class RLConfig:
         Its updates are far smaller (approx. KL 0.02 against 0.28 for the summed 480-dimensional step column).
     :param mode_learning_rate: learning rate of the confidence head (the parameters only the mode choice reads)
         under the all-mode update; the rest of the planner keeps `learning_rate`.
+    :param mode_head_only: the all-mode cross-entropy trains only the confidence head, not the decoder that also
+        makes every mode's plan.
     :param uncertainty_penalty: reward -= coef * RWM uncertainty (0 switches it off).
     :param frozen_modules: VLA modules whose weights stay fixed: the scene encoders (`semantic` VLM and `bev`) by
         default, so RL fine-tunes the diffusion planner as DPPO and ReCogDrive do, and encoder outputs are cached;
@@ -78,6 +80,7 @@ class RLConfig:
     mode_coef: float = 1.0
     mode_learning_rate: float = 1e-2
     mode_advantage: bool = False
+    mode_head_only: bool = False
     uncertainty_penalty: float = 0.0
     frozen_modules: tuple[str, ...] = ("semantic", "bev", "reference")
     value_hidden: int = 128

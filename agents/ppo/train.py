@@ -97,6 +97,7 @@ def build_model(config: RLConfig, agent: Any, env: ChainActionVecEnv) -> Diffusi
         DiffusionPlannerPolicy, env,
         denoising_gamma=config.denoising_gamma, bc_coef=config.bc_coef, mode_beta=config.mode_beta,
         mode_coef=config.mode_coef, mode_advantage=config.mode_advantage,
+        mode_head_only=config.mode_head_only,
         learning_rate=config.learning_rate, n_steps=config.n_steps, batch_size=config.batch_size,
         n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip_range,
         vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm, target_kl=config.target_kl, ent_coef=0.0,
