@@ -2,7 +2,8 @@
 
     data ─► imitation (EgoStatusMLP, TransFuser-style, VLA) ─► RWM: label candidates, IRL training, fidelity
          ─► RL: DPPO of the VLA on the learned env (RWM reward, and the rule-based reward as the ablation)
-         ─► evaluation of every agent with the rule-based EPDMS ─► report (Markdown table, PNG curves, stage times)
+         ─► evaluation of every agent with the rule-based EPDMS (and of the VLAs with the RWM choosing their mode)
+         ─► report (Markdown table, PNG curves, stage times)
 
 Every stage writes into the pipeline folder and marks itself done (`stages.json`), so an interrupted pipeline
 resumes where it stopped; the trainers underneath resume their own checkpoints too. Sizes come from a preset:
@@ -26,7 +27,8 @@ from irlvla_env import paths
 
 STAGES = ("data", "il", "rwm", "rl", "eval", "report")
 SCORE = "EPDMS"  # the summary column `agents.evaluate.evaluate_agents` reports
-TABLE_AGENTS = ("constant_velocity", "ego_status_mlp", "transfuser", "vla_il", "vla_rl_rwm", "vla_rl_epdms", "human")
+TABLE_AGENTS = ("constant_velocity", "ego_status_mlp", "transfuser", "vla_il", "vla_rl_rwm", "vla_rl_epdms",
+                "vla_il_guided", "vla_rl_rwm_guided", "human")
 AGENT_LABELS = {
     "constant_velocity": "ConstantVelocity",
     "ego_status_mlp": "EgoStatusMLP",
@@ -34,6 +36,8 @@ AGENT_LABELS = {
     "vla_il": "VLA-IL",
     "vla_rl_rwm": "VLA-IL+RL (RWM reward)",
     "vla_rl_epdms": "VLA-IL+RL (rule-based reward)",
+    "vla_il_guided": "VLA-IL, RWM mode choice",
+    "vla_rl_rwm_guided": "VLA-IL+RL (RWM reward), RWM mode choice",
     "human": "Human",
 }
 
@@ -59,6 +63,8 @@ class PipelineConfig:
         2 cores two jobs cut the default pipeline's RL stage 352 -> 260 s and its evaluation 272 -> 163 s.
     :param il_val_every: imitation epochs between two validations (the last epoch always validates). The model
         kept is the last epoch's either way, so the validation L2 is only a curve; every epoch cost 7 s of 45.
+    :param guided_reward_weight: also score the IL and RWM-reward RL VLAs with their executed mode chosen by
+        confidence + this weight x RWM reward (`agents.reward_guided`); None leaves those rows out.
     """
 
     name: str = "default"
@@ -85,6 +91,7 @@ class PipelineConfig:
     eval_scenes: int | None = None
     workers: int = 1
     jobs: int = 2
+    guided_reward_weight: float | None = 80.0  # agents.reward_guided's default, chosen on held-out navtrain scenes
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "PipelineConfig":
@@ -286,7 +293,7 @@ def stage_eval(config: PipelineConfig, data_root: str, folder: Path, checkpoints
     """Rule-based EPDMS of every agent; RL agents are scored once per seed."""
     calls = []
     for key, checkpoint in checkpoints.items():
-        registry_name = "vla" if key.startswith("vla") else key
+        registry_name = "vla_reward_guided" if "_guided" in key else "vla" if key.startswith("vla") else key
         calls.append((registry_name, Path(checkpoint) if checkpoint else None, config.eval_scenes, data_root,
                       folder / "eval" / key, config.workers))
     return dict(zip(checkpoints, run_jobs(evaluate_one, calls, config.jobs)))
@@ -384,6 +391,10 @@ def write_report(folder: Path, config: PipelineConfig, rows: dict[str, dict[str,
         gap = 100 * (table["vla_rl_rwm"][SCORE] - table["vla_rl_epdms"][SCORE])
         delta_lines = [f"- VLA-IL+RL (RWM) − VLA-IL: {gain:+.2f} EPDMS points (target ≥ +2)",
                        f"- VLA-IL+RL (RWM) − VLA-IL+RL (rule-based): {gap:+.2f} points (target within ±1)"]
+        for key in ("vla_il_guided", "vla_rl_rwm_guided"):
+            if key in table:
+                delta_lines.append(f"- {AGENT_LABELS[key]} − VLA-IL: "
+                                   f"{100 * (table[key][SCORE] - table['vla_il'][SCORE]):+.2f} points")
     fidelity = rwm.get("metrics", {})
     fidelity_lines = [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(fidelity.items())]
     time_lines = [f"| {stage} | {s:.1f} |" for stage, s in seconds.items()]
@@ -457,6 +468,21 @@ class VLASampler:
         return {"checkpoint": self.checkpoint, "_agent": None}
 
 
+def guided_checkpoints(config: PipelineConfig, folder: Path, checkpoints: dict[str, str | None],
+                       rwm_checkpoint: str) -> dict[str, str]:
+    """Checkpoint folders of the IL and RWM-reward RL VLAs with the RWM choosing their executed mode."""
+    from agents.reward_guided import RewardGuidedAgent
+
+    guided = {}
+    for key, checkpoint in checkpoints.items():
+        if key == "vla_il" or key.startswith("vla_rl_rwm@"):
+            name = key.replace("@", "_guided@") if "@" in key else f"{key}_guided"
+            target = folder / "guided" / name.replace("@", "_seed")
+            RewardGuidedAgent.assemble(target, str(checkpoint), rwm_checkpoint, config.guided_reward_weight)
+            guided[name] = str(target)
+    return guided
+
+
 def run_pipeline(config: PipelineConfig) -> Path:
     folder = config.folder()
     folder.mkdir(parents=True, exist_ok=True)
@@ -475,6 +501,10 @@ def run_pipeline(config: PipelineConfig) -> Path:
     for reward_name, runs in rl.items():
         for run, seed in zip(runs, config.seeds):
             checkpoints[f"vla_rl_{reward_name}@{seed}"] = run["exported"]
+    if config.guided_reward_weight is not None and "vla" in il:
+        checkpoints.update(guided_checkpoints(config, folder, checkpoints, rwm["checkpoint"]))
+    if log.done("eval") and set(log.result("eval")) != set(checkpoints):
+        log.forget("eval")  # other agents asked for (e.g. the guided rows): score them all again
     rows = run_stage(log, "eval", lambda: stage_eval(config, root, folder, checkpoints))
     report = write_report(folder, config, rows, rl, rwm, log.seconds())
     print((report / "report.md").read_text())

@@ -19,6 +19,7 @@ AGENT_CLASSES = {
     "human": "agents.baselines.human:HumanAgent",
     "transfuser": "agents.baselines.transfuser:TransfuserAgent",
     "vla": "agents.vla:VLAAgent",
+    "vla_reward_guided": "agents.reward_guided:RewardGuidedAgent",
 }
 # Agents with nothing to learn; a checkpoint for them is a mistake worth reporting.
 PARAMETER_FREE = frozenset({"constant_velocity", "human"})

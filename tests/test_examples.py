@@ -43,9 +43,11 @@ def test_mode_selection_ranks_the_vlas_modes(synthetic_root, tmp_path):
     agent.fit_anchors(kinematic_prior_trajectories())
     agent.save_pretrained(tmp_path / "vla")
     picks = load("mode_selection").main(["--vla", str(tmp_path / "vla"), "--reward-model", "epdms", "--scenes", "2",
-                                         "--data-root", str(synthetic_root)])
-    assert set(picks) == {"confidence", "reward", "kl_optimum", "best"}
+                                         "--data-root", str(synthetic_root), "--weights", "0,1e6",
+                                         "--exclude-spread", "2"])
+    assert set(picks) == {"confidence", "reward", "kl_optimum", "best", "conf+0*reward", "conf+1e+06*reward"}
     assert picks["reward"] == pytest.approx(picks["best"])  # the rule-based reward picks the rule-based best
+    assert picks["conf+0*reward"] == picks["confidence"] and picks["conf+1e+06*reward"] == pytest.approx(picks["best"])
     assert all(0.0 <= value <= picks["best"] + 1e-9 for value in picks.values())
 
 

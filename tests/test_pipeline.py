@@ -24,9 +24,13 @@ def test_pipeline_writes_the_report(pipeline_run):
     config, report = pipeline_run
     text = (report / "report.md").read_text()
     for label in ("ConstantVelocity", "EgoStatusMLP", "TransFuser-style", "VLA-IL", "VLA-IL+RL (RWM reward)",
-                  "VLA-IL+RL (rule-based reward)", "Human"):
+                  "VLA-IL+RL (rule-based reward)", "VLA-IL, RWM mode choice",
+                  "VLA-IL+RL (RWM reward), RWM mode choice", "Human"):
         assert f"| {label} |" in text
     table = json.loads((report / "table.json").read_text())
+    guided = json.loads((config.folder() / "guided" / "vla_il_guided" / "config.json").read_text())
+    assert guided == {"agent": "vla_reward_guided", "reward_weight": config.guided_reward_weight}
+    assert 0.0 <= table["vla_il_guided"]["EPDMS"] <= 1.0
     assert 0.0 <= table["constant_velocity"]["EPDMS"] <= 1.0
     assert table["human"]["EPDMS"] > table["constant_velocity"]["EPDMS"]
     assert (report / "rl_curves.png").stat().st_size > 1000
