@@ -1,4 +1,4 @@
-"""`irlvla train il` and `irlvla eval`. Heavy imports (torch, the scorer) wait until a command runs."""
+"""`irlvla train il`, `irlvla guide` and `irlvla eval`. Heavy imports (torch, the scorer) wait until a command runs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,14 @@ def register(sub: argparse._SubParsersAction, groups: dict) -> None:
     il = train.add_parser("il", help="imitation-train an agent (features cached per scene, resumable)")
     add_il_arguments(il)
     il.set_defaults(func=_train_il)
+
+    guide = sub.add_parser("guide", help="pair a trained VLA with a trained RWM that chooses its executed mode")
+    guide.add_argument("--vla", required=True, help="VLA checkpoint (IL run, or an RL run's model/)")
+    guide.add_argument("--reward-model", required=True, help="RWM checkpoint folder")
+    guide.add_argument("--weight", type=float, default=None, help="w in argmax(confidence + w * reward) (default 80)")
+    guide.add_argument("--out", required=True, help="checkpoint folder to write; score it with "
+                       "`irlvla eval --agents vla_reward_guided=OUT`")
+    guide.set_defaults(func=_guide)
 
     evaluate = sub.add_parser("eval", help="score agents with the rule-based EPDMS and write the table")
     evaluate.add_argument(
@@ -35,6 +43,15 @@ def _train_il(args: argparse.Namespace) -> int:
     from agents.training.il import run_from_args
 
     return run_from_args(args)
+
+
+def _guide(args: argparse.Namespace) -> int:
+    from agents.reward_guided import DEFAULT_REWARD_WEIGHT, RewardGuidedAgent
+
+    weight = DEFAULT_REWARD_WEIGHT if args.weight is None else args.weight
+    folder = RewardGuidedAgent.assemble(args.out, args.vla, args.reward_model, weight)
+    print(f"[guide] wrote {folder}: score it with `irlvla eval --agents vla_reward_guided={folder}`")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

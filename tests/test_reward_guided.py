@@ -112,3 +112,18 @@ def test_plans_from_sensors_on_the_synthetic_world(synthetic_root):
             features.update(builder.compute_features(loader.get_agent_input_from_token(token)))
         modes = agent({k: v[None] for k, v in features.items()})["modes"][0].float().numpy()
     assert np.min(np.abs(modes - trajectory.poses).reshape(len(modes), -1).max(-1)) < 1e-4  # one of its own modes
+
+
+def test_guide_command_writes_a_checkpoint_that_eval_scores(synthetic_root, tmp_path):
+    from agents.evaluate import evaluate_agents
+    from irlvla_env.cli import main as cli_main
+
+    agent = tiny_vla()
+    agent.save_pretrained(tmp_path / "vla")
+    tiny_rwm(agent).model.save_pretrained(tmp_path / "rwm")
+    assert cli_main(["guide", "--vla", str(tmp_path / "vla"), "--reward-model", str(tmp_path / "rwm"),
+                     "--weight", "5", "--out", str(tmp_path / "guided")]) == 0
+    assert make_agent("vla_reward_guided", checkpoint=tmp_path / "guided").reward_weight == 5.0
+    table = evaluate_agents([("vla_reward_guided", tmp_path / "guided")], max_scenes=2, data_root=synthetic_root,
+                            run_dir=tmp_path / "eval", metric_cache=tmp_path / "cache")
+    assert 0.0 <= table.loc["vla_reward_guided", "EPDMS"] <= 1.0
