@@ -97,7 +97,10 @@ class RewardGuidedAgent(AbstractAgent):
 
         directory = Path(directory)
         config_path = directory / CONFIG_NAME
-        config = json.loads(config_path.read_text())
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_path} is not valid JSON: {err}") from err
         if config.get("agent") != "vla_reward_guided":
             raise ValueError(f"checkpoint {directory} holds agent {config.get('agent')!r}, not 'vla_reward_guided'")
         unknown = set(overrides) - {"reward_weight"}

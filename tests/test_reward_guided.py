@@ -81,6 +81,9 @@ def test_checkpoint_round_trip_through_the_registry(tmp_path):
     assert make_agent("vla_reward_guided", checkpoint=tmp_path / "guided", reward_weight=0.0).reward_weight == 0.0
     with pytest.raises(ValueError, match="only reward_weight"):
         make_agent("vla_reward_guided", checkpoint=tmp_path / "guided", num_anchors=3)
+    (tmp_path / "guided" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="guided/config.json is not valid JSON"):
+        make_agent("vla_reward_guided", checkpoint=tmp_path / "guided")
     agent.save_pretrained(tmp_path / "plain")
     with pytest.raises(ValueError, match="holds agent 'vla'"):
         RewardGuidedAgent.from_pretrained(tmp_path / "plain")
