@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from agents.abstract_agent import CONFIG_NAME, AbstractAgent, atomic_write_text
-from agents.registry import PARAMETER_FREE, agent_class, make_agent
+from agents.registry import ASSEMBLED, PARAMETER_FREE, agent_class, make_agent
 from agents.training.config import resolve_roots
 from irlvla_env import paths
 from irlvla_env.navsim.loader import load_split
@@ -47,6 +47,9 @@ def latest_il_model(name: str) -> Path | None:
 
 def load_agent(name: str, checkpoint: Path | None) -> AbstractAgent:
     """The agent to score: parameter-free agents as they are, learnable ones from a checkpoint."""
+    if checkpoint is None and name in ASSEMBLED:
+        raise FileNotFoundError(f"agent {name!r} is assembled from a trained VLA and RWM: run `irlvla guide --vla CKPT "
+                                f"--reward-model RWM --out DIR` and pass {name}=DIR")
     if checkpoint is None and name not in PARAMETER_FREE:
         checkpoint = latest_il_model(name)
         if checkpoint is None:

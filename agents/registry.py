@@ -23,6 +23,8 @@ AGENT_CLASSES = {
 }
 # Agents with nothing to learn; a checkpoint for them is a mistake worth reporting.
 PARAMETER_FREE = frozenset({"constant_velocity", "human"})
+# Agents put together from trained models rather than trained themselves (`irlvla guide` writes their checkpoint).
+ASSEMBLED = frozenset({"vla_reward_guided"})
 
 
 def agent_class(name: str) -> type[AbstractAgent]:

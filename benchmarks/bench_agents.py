@@ -10,7 +10,8 @@ weights: latency does not depend on them. `--preset real` builds the learnable a
 observations of the right shapes, so it runs without data) for
 K = 1, 2, 5, 10, 20 truncated DDIM steps from the anchors, side by side with the reference that DiffusionDrive
 compares against: 20 steps of vanilla diffusion from pure noise (t = 999). DiffusionDrive reports 2 steps at 7.6 ms
-vs 130 ms for the 20-step head on an RTX 4090 (ratio 0.06).
+vs 130 ms for the 20-step head on an RTX 4090 (ratio 0.06). Part 3 times the RWM mode choice (`agents.reward_guided`):
+the VLA alone against the VLA plus the default-size RWM scoring all its modes, one scene.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from agents.registry import AGENT_CLASSES, PARAMETER_FREE, make_agent
+from agents.registry import AGENT_CLASSES, ASSEMBLED, PARAMETER_FREE, make_agent
+from agents.reward_guided import RewardGuidedAgent
 from agents.training.config import ILConfig
 from agents.vla import VLAAgent
 from irlvla_env.navsim.loader import load_split
@@ -106,7 +108,7 @@ def bench_agents(args: argparse.Namespace) -> None:
     print(f"\n== agent inference latency ({where(device)}, preset {args.preset}, batch {args.batch}) ==")
     print(f"{'agent':<18} {'params':>12} {'latency ms':>11} {'ratio to vla':>13}")
     rows = []
-    for name in AGENT_CLASSES:
+    for name in sorted(set(AGENT_CLASSES) - ASSEMBLED, key=list(AGENT_CLASSES).index):  # the guided VLA: below
         agent = build_agent(name, args.preset)
         params = sum(p.numel() for p in agent.parameters())
         agent_input, scene = first_scene(agent, args.data_root)
@@ -166,6 +168,29 @@ def bench_planner(args: argparse.Namespace) -> None:
     )
 
 
+def bench_guided(args: argparse.Namespace) -> None:
+    """What letting the RWM choose the VLA's mode costs: one scene's VLA forward against forward + RWM on its modes."""
+    from reward_models.model import RewardWorldModel, RWMConfig, RWMRewardModel
+
+    device = torch.device(args.device)
+    agent = build_agent("vla", args.preset).to(device)
+    config = agent.config
+    rwm = RWMRewardModel(RewardWorldModel(RWMConfig(camera_shape=(config.camera_height, config.camera_width),
+                                                    lidar_bins=config.lidar_bev_size)), device=args.device)
+    guided = RewardGuidedAgent(agent, rwm)
+    observation = {key: value[0] for key, value in random_observations(agent, 1).items()}
+    batch = {key: value[None] for key, value in observation.items()}
+    with torch.no_grad(), autocast(device):
+        timings = time_interleaved_ms({
+            "vla": synchronized(lambda: agent(agent.observation_features(batch)), device),
+            "vla + rwm": synchronized(lambda: guided.choose(observation), device),
+        }, args.repeats)
+    print(f"\n== RWM mode choice overhead ({where(device)}, preset {args.preset}, one scene, {config.num_anchors} modes, "
+          f"RWM {sum(p.numel() for p in rwm.model.parameters()):,} params) ==")
+    for name, ms in timings.items():
+        print(f"{name:<10} {ms:>9.2f} ms {ms / timings['vla']:>6.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -182,6 +207,7 @@ def main() -> None:
     except FileNotFoundError as err:  # the agents need a scene; the planner benchmark below does not
         print(f"agent latency skipped: {err}\n(generate the synthetic data set first: irlvla data synth)")
     bench_planner(args)
+    bench_guided(args)
 
 
 if __name__ == "__main__":

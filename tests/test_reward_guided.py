@@ -130,3 +130,5 @@ def test_guide_command_writes_a_checkpoint_that_eval_scores(synthetic_root, tmp_
     table = evaluate_agents([("vla_reward_guided", tmp_path / "guided")], max_scenes=2, data_root=synthetic_root,
                             run_dir=tmp_path / "eval", metric_cache=tmp_path / "cache")
     assert 0.0 <= table.loc["vla_reward_guided", "EPDMS"] <= 1.0
+    with pytest.raises(FileNotFoundError, match="irlvla guide"):  # nothing to fall back on: it is not trained
+        evaluate_agents([("vla_reward_guided", None)], max_scenes=2, data_root=synthetic_root, run_dir=tmp_path / "e2")
