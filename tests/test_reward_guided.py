@@ -13,15 +13,9 @@ from agents.vla import VLAAgent
 from irlvla_env.navsim.loader import load_split
 from irlvla_env.observations.builder import observation_space
 from irlvla_env.rewards import EPDMSReward, RewardOutput
-from reward_models.model import RewardWorldModel, RWMConfig, RWMRewardModel
-
-TINY_VLA = dict(
-    d_model=32, num_heads=2, vlm_hidden_size=32, vlm_layers=1, vlm_heads=2, vlm_kv_heads=1, vlm_intermediate_size=64,
-    vision_hidden_size=32, vision_layers=1, vision_heads=2, vision_intermediate_size=64, camera_tiles=2,
-    max_prompt_tokens=32, num_semantic_tokens=4, max_agents=4, num_anchors=6, planner_layers=1, bev_downsample=8,
-    bev_semantic_height=16, bev_semantic_width=32,
-)
-
+from reward_models.model import RWMRewardModel
+from tests.test_ppo import TINY_VLA
+from tests.test_rwm import tiny_model
 
 class EndpointReward:
     """Rewards a plan by how far left it ends (+y), so the best mode is known without a trained model."""
@@ -37,15 +31,13 @@ class EndpointReward:
 
 def tiny_vla() -> VLAAgent:
     torch.manual_seed(0)
-    return VLAAgent(**TINY_VLA).eval()
+    return VLAAgent(**{**TINY_VLA, "num_anchors": 6}).eval()
 
 
 def tiny_rwm(agent: VLAAgent) -> RWMRewardModel:
-    torch.manual_seed(0)
-    config = RWMConfig(camera_shape=(agent.config.camera_height, agent.config.camera_width),
-                       lidar_bins=agent.config.lidar_bev_size, width=16, trunk_width=32, head_width=16,
-                       attention_heads=2, ensemble_size=2)
-    return RWMRewardModel(RewardWorldModel(config))
+    """A tiny RWM that reads the VLA's observation shapes."""
+    shape = (agent.config.camera_height, agent.config.camera_width)
+    return RWMRewardModel(tiny_model(camera_shape=shape, lidar_bins=agent.config.lidar_bev_size))
 
 
 def one_observation(agent: VLAAgent, seed: int = 0) -> dict:

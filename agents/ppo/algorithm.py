@@ -149,12 +149,14 @@ class DiffusionPPO(PPO):
                 value_loss = F.mse_loss(data.returns, values.flatten())
                 bc_loss = evaluation.kl.mean()
                 loss = policy_loss + self.vf_coef * value_loss + self.bc_coef * bc_loss
-                mode_loss = None
+                head_loss = None  # a term that only the confidence head learns from (`mode_head_only`)
                 if target is not None:  # cross-entropy of the mode choice against pi*
-                    mode_loss = self.mode_coef * -(target * evaluation.mode_log_prob).sum(dim=-1).mean()
-                    mode_losses.append(mode_loss.item() / max(self.mode_coef, 1e-12))
-                    if not self.mode_head_only:
-                        loss, mode_loss = loss + mode_loss, None
+                    cross_entropy = -(target * evaluation.mode_log_prob).sum(dim=-1).mean()
+                    mode_losses.append(cross_entropy.item())
+                    if self.mode_head_only:
+                        head_loss = self.mode_coef * cross_entropy
+                    else:
+                        loss = loss + self.mode_coef * cross_entropy
                 with torch.no_grad():  # k3 estimator of KL(old || new), per (env step, denoising step)
                     approx_kl = float(((ratio - 1) - log_ratio).mean())
                 pg_losses.append(policy_loss.item())
@@ -166,12 +168,9 @@ class DiffusionPPO(PPO):
                     continue_training = False
                     break
                 policy.optimizer.zero_grad()
-                loss.backward(retain_graph=mode_loss is not None)
-                if mode_loss is not None:
-                    head = policy.core.mode_parameters()
-                    for parameter, grad in zip(head, torch.autograd.grad(mode_loss, head, allow_unused=True)):
-                        if grad is not None:
-                            parameter.grad = grad if parameter.grad is None else parameter.grad + grad
+                loss.backward(retain_graph=head_loss is not None)
+                if head_loss is not None:  # accumulates into the head's gradients only
+                    head_loss.backward(inputs=policy.core.mode_parameters())
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), self.max_grad_norm)
                 policy.optimizer.step()
             self._n_updates += 1
