@@ -46,6 +46,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _sb3_log_folder(tmp_path, monkeypatch):
+    """SB3 makes a `SB3-<time>` folder in the system temp dir for every `learn` without a logger; keep it here."""
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))
+
+
 @pytest.fixture()
 def exp_root(tmp_path, monkeypatch):
     monkeypatch.setenv("NAVSIM_EXP_ROOT", str(tmp_path / "exp"))

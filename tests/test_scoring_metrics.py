@@ -234,6 +234,19 @@ def test_jerky_plans_fail_history_and_extended_comfort():
         M.extended_comfort(smooth[None], smooth[None], 0.6)
 
 
+@pytest.mark.parametrize("length, window, poly, deriv", [(55, 8, 2, 0), (55, 15, 2, 1), (41, 5, 3, 2), (6, 6, 2, 0)])
+def test_savgol_operator_equals_scipy(length, window, poly, deriv):
+    from scipy.signal import savgol_filter
+
+    signals = np.random.default_rng(length + deriv).normal(size=(3, length)) * 5.0
+    operator = M.savgol_operator(length, window, poly, deriv, 0.1)
+    expected = savgol_filter(signals, window_length=window, polyorder=poly, deriv=deriv, delta=0.1, axis=-1)
+    np.testing.assert_allclose(signals @ operator, expected, rtol=0, atol=1e-9)
+    assert M.savgol_operator(length, window, poly, deriv, 0.1) is operator  # built once per shape
+    with pytest.raises(ValueError):
+        operator[0, 0] = 1.0  # shared through the cache, so read-only
+
+
 def test_ttc_catches_a_closing_gap_before_contact():
     # Lead car 12 m ahead (bumper gap ≈ 7 m) at standstill; the ego at 8 m/s is stopped before reaching it.
     x = -40 + np.minimum(8.0 * TIMES, 4.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -136,6 +138,10 @@ def test_store_round_trip_is_exact_and_atomic(tmp_path):
     assert loaded.observation.red_light_polygons[0].equals(cache.observation.red_light_polygons[0])
     assert list(loaded.drivable_map.ids) == list(cache.drivable_map.ids)
     assert all(a.equals(b) for a, b in zip(loaded.drivable_map.polygons, cache.drivable_map.polygons))
+    assert store.get(cache.token) is loaded  # one object per file and process: its memo outlives the call
+    store.put(dataclasses.replace(cache, ego_state=cache.ego_state + 1.0))
+    assert MetricCacheStore(tmp_path).get(cache.token) is not loaded  # a rewritten file is read again
+    np.testing.assert_array_equal(store.get(cache.token).ego_state, cache.ego_state + 1.0)
     with pytest.raises(KeyError, match="no metric cache"):
         store.get("missing")
     path.write_bytes(b"not an npz")
