@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import time
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -57,10 +58,12 @@ class PipelineConfig:
     :param rl_timesteps: env steps of each RL run.
     :param seeds: RL seeds; the report gives the mean and spread over them.
     :param eval_scenes: navtest scenes every agent is scored on (None: all; a cap is spread over every log).
-    :param workers: parallel scene workers (Ray) for labelling and scoring; 1 runs in-process.
-    :param jobs: independent runs inside a stage (the RL runs, the agents' evaluations) in this many processes at
-        once, each with `cpu_count // jobs` torch threads. RL and the rule-based scorer use one core each, so on
-        2 cores two jobs cut the default pipeline's RL stage 352 -> 260 s and its evaluation 272 -> 163 s.
+    :param workers: parallel scene workers (Ray) for labelling and scoring; 1 runs in-process. Labelling uses at
+        least `jobs` workers (the RWM stage has nothing else to run).
+    :param jobs: independent runs (the RL runs, the agents' evaluations) in this many processes at once, each
+        with `cpu_count // jobs` torch threads. RL and the rule-based scorer use one core each, so on 2 cores two
+        jobs cut the default pipeline's RL stage 352 -> 260 s and its evaluation 272 -> 163 s. The agents that
+        need no RL are scored during the RL stage, on the core the shorter RL run leaves idle.
     :param il_val_every: imitation epochs between two validations (the last epoch always validates). The model
         kept is the last epoch's either way, so the validation L2 is only a curve; every epoch cost 7 s of 45.
     :param guided_reward_weight: also score the IL and RWM-reward RL VLAs with their executed mode chosen by
@@ -241,8 +244,10 @@ def stage_rwm(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoi
 
     policy = VLASampler(vla_checkpoint) if vla_checkpoint and config.rwm_policy_samples else None
     candidates = {"num_policy": config.rwm_policy_samples if policy else 0}
+    # Labelling is the stage's only job, so it takes the cores the jobs of the later stages share. A scene's
+    # candidates and labels do not depend on the worker (seeded by token; the VLA plans deterministically).
     labelling = LabellingConfig(split="navtrain", data_root=data_root, max_scenes=config.rwm_train_scenes,
-                                num_workers=config.workers, candidates=candidates,
+                                num_workers=max(config.workers, config.jobs), candidates=candidates,
                                 policy_id=policy.identity() if policy else None)
     train_config = RWMTrainConfig.for_variant("rwm", run_name=config.name, epochs=config.rwm_epochs,
                                               labelling=labelling)
@@ -271,32 +276,46 @@ def rl_run_names(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
     return {reward: [Path(run["run_dir"]).name for run in group] for reward, group in runs.items()}
 
 
-def stage_rl(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoint: str, rwm_checkpoint: str) -> dict:
+def stage_rl(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoint: str, rwm_checkpoint: str,
+             pool: "JobPool", alongside: Callable[[], Any] | None = None) -> dict:
+    """DPPO runs with the RWM and the rule-based reward, one per seed; `alongside` is called once they are queued,
+    to queue work for the cores that finished runs leave idle."""
     from agents.ppo.config import RLConfig
     from agents.ppo.train import train_rl
 
-    calls, names = [], []
-    for reward_name, reward in (("rwm", rwm_checkpoint), ("epdms", "epdms")):
+    futures: dict[str, list[Future]] = {"rwm": [], "epdms": []}
+    # The rule-based reward's runs first: they take about three times as long, so they start at once.
+    for reward_name, reward in (("epdms", "epdms"), ("rwm", rwm_checkpoint)):
         for seed in config.seeds:
             rl = RLConfig(reward_model=reward, total_timesteps=config.rl_timesteps, num_envs=config.rl_num_envs,
                           batch_size=min(64, config.rl_num_envs * RLConfig.n_steps),
                           audit_scenes=config.rl_audit_scenes, seed=seed, data_root=data_root)
-            calls.append((rl, vla_checkpoint, folder / "rl" / f"{reward_name}_seed{seed}", config.jobs <= 1))
-            names.append(reward_name)
-    runs: dict[str, list[dict[str, Any]]] = {"rwm": [], "epdms": []}
-    for reward_name, summary in zip(names, run_jobs(train_rl, calls, config.jobs)):
-        runs[reward_name].append(summary)
-    return runs
+            run_dir = folder / "rl" / f"{reward_name}_seed{seed}"
+            futures[reward_name].append(pool.submit(train_rl, rl, vla_checkpoint, run_dir, config.jobs <= 1))
+    if alongside is not None:
+        alongside()
+    gather([f for group in futures.values() for f in group])
+    return {reward_name: [f.result() for f in futures[reward_name]] for reward_name in ("rwm", "epdms")}
 
 
-def stage_eval(config: PipelineConfig, data_root: str, folder: Path, checkpoints: dict[str, str | None]) -> dict:
-    """Rule-based EPDMS of every agent; RL agents are scored once per seed."""
-    calls = []
+def submit_evals(config: PipelineConfig, data_root: str, folder: Path, checkpoints: dict[str, str | None],
+                 pool: "JobPool") -> dict[str, Future]:
+    """Queue the rule-based scoring of every agent in `checkpoints` on `pool`; RL agents are scored once per seed."""
+    futures = {}
     for key, checkpoint in checkpoints.items():
         registry_name = "vla_reward_guided" if "_guided" in key else "vla" if key.startswith("vla") else key
-        calls.append((registry_name, Path(checkpoint) if checkpoint else None, config.eval_scenes, data_root,
-                      folder / "eval" / key, config.workers))
-    return dict(zip(checkpoints, run_jobs(evaluate_one, calls, config.jobs)))
+        futures[key] = pool.submit(evaluate_one, registry_name, Path(checkpoint) if checkpoint else None,
+                                   config.eval_scenes, data_root, folder / "eval" / key, config.workers)
+    return futures
+
+
+def stage_eval(config: PipelineConfig, data_root: str, folder: Path, checkpoints: dict[str, str | None],
+               pool: "JobPool", queued: dict[str, Future] | None = None) -> dict:
+    """Rule-based EPDMS of every agent; `queued` holds evaluations submitted earlier (during the RL stage)."""
+    queued = dict(queued or {})
+    queued.update(submit_evals(config, data_root, folder, {k: v for k, v in checkpoints.items() if k not in queued},
+                               pool))
+    return dict(zip(checkpoints, gather([queued[key] for key in checkpoints])))
 
 
 def evaluate_one(registry_name: str, checkpoint: Path | None, max_scenes: int | None, data_root: str,
@@ -309,23 +328,54 @@ def evaluate_one(registry_name: str, checkpoint: Path | None, max_scenes: int | 
     return {column: float(v) for column, v in table.iloc[0].items()}
 
 
-def run_jobs(work: Callable[..., Any], calls: list[tuple], jobs: int) -> list[Any]:
-    """`[work(*call) for call in calls]`, with up to `jobs` calls at once in spawned processes, results in order.
+class JobPool:
+    """Up to `jobs` processes shared by the RL and evaluation stages; work runs in the order it is submitted.
 
-    Spawned rather than forked: a fork copies torch's thread pool and a Ray client in an unusable state. Each process
-    gets `cpu_count // jobs` torch threads, so the jobs share the cores instead of oversubscribing them. An exception
-    in a job is raised here, after the others finish (their results are on disk, so a rerun resumes them).
+    One pool for both stages lets the evaluations that need no RL (baselines, imitation, human) take the core that
+    the shorter RL run leaves idle while the rule-based-reward run is still going. Processes are spawned rather
+    than forked: a fork copies torch's thread pool and a Ray client in an unusable state. Each gets
+    `cpu_count // jobs` torch threads, so the jobs share the cores instead of oversubscribing them. With
+    `jobs <= 1` every call runs in this process when it is submitted.
     """
-    if jobs <= 1 or len(calls) <= 1:
-        return [work(*call) for call in calls]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(jobs, len(calls)), mp_context=context, initializer=_share_cores,
-                             initargs=(threads,)) as pool:
-        return list(pool.map(work, *zip(*calls)))
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self._executor: Any = None
+
+    def submit(self, work: Callable[..., Any], *args: Any) -> Future:
+        if self.jobs <= 1:
+            future: Future = Future()
+            try:
+                future.set_result(work(*args))
+            except Exception as err:  # noqa: BLE001 — handed to the caller through the future, as a process would
+                future.set_exception(err)
+            return future
+        if self._executor is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            threads = max(1, (os.cpu_count() or 1) // self.jobs)
+            self._executor = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_share_cores, initargs=(threads,))
+        return self._executor.submit(work, *args)
+
+    def __enter__(self) -> "JobPool":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if self._executor is not None:  # after an error, queued work is dropped; running jobs finish (and resume)
+            self._executor.shutdown(wait=True, cancel_futures=error is not None)
+            self._executor = None
+
+
+def gather(futures: list[Future]) -> list[Any]:
+    """Results in order, once all are done; the first failed job's error is raised after the others finish
+    (their results are on disk, so a rerun resumes them)."""
+    wait(futures)
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()
+    return [future.result() for future in futures]
 
 
 def _share_cores(threads: int) -> None:
@@ -494,18 +544,29 @@ def run_pipeline(config: PipelineConfig) -> Path:
     rwm = run_stage(log, "rwm", lambda: stage_rwm(config, root, folder, il.get("vla")))
     if log.done("rl") and rl_run_names(log.result("rl")) != rl_run_names(expected_rl_runs(config)):
         log.forget("rl", "eval")  # other seeds asked for: finished runs resume at once, the new ones train
-    rl = run_stage(log, "rl", lambda: stage_rl(config, root, folder, il["vla"], rwm["checkpoint"]))
     checkpoints: dict[str, str | None] = {"constant_velocity": None, "human": None}
     for agent in config.il_agents:
         checkpoints["vla_il" if agent == "vla" else agent] = il[agent]
-    for reward_name, runs in rl.items():
-        for run, seed in zip(runs, config.seeds):
-            checkpoints[f"vla_rl_{reward_name}@{seed}"] = run["exported"]
-    if config.guided_reward_weight is not None and "vla" in il:
+    guided = config.guided_reward_weight is not None and "vla" in il
+    if guided:
         checkpoints.update(guided_checkpoints(config, folder, checkpoints, rwm["checkpoint"]))
-    if log.done("eval") and set(log.result("eval")) != set(checkpoints):
-        log.forget("eval")  # other agents asked for (e.g. the guided rows): score them all again
-    rows = run_stage(log, "eval", lambda: stage_eval(config, root, folder, checkpoints))
+    with JobPool(config.jobs) as pool:
+        queued: dict[str, Future] = {}
+
+        def evaluate_alongside() -> None:  # the agents that need no RL, scored while the longer RL run goes on
+            if config.jobs > 1 and not log.done("eval"):
+                queued.update(submit_evals(config, root, folder, checkpoints, pool))
+
+        rl = run_stage(log, "rl", lambda: stage_rl(config, root, folder, il["vla"], rwm["checkpoint"], pool,
+                                                   evaluate_alongside))
+        tuned = {f"vla_rl_{reward_name}@{seed}": run["exported"]
+                 for reward_name, runs in rl.items() for run, seed in zip(runs, config.seeds)}
+        if guided:
+            tuned.update(guided_checkpoints(config, folder, tuned, rwm["checkpoint"]))
+        checkpoints.update(tuned)
+        if log.done("eval") and set(log.result("eval")) != set(checkpoints):
+            log.forget("eval")  # other agents asked for (e.g. the guided rows): score them all again
+        rows = run_stage(log, "eval", lambda: stage_eval(config, root, folder, checkpoints, pool, queued))
     report = write_report(folder, config, rows, rl, rwm, log.seconds())
     print((report / "report.md").read_text())
     print(f"[pipeline] report: {report}")

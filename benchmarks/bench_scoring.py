@@ -2,7 +2,10 @@
 
 Measures (single process, one thread): metric caches built per second, and trajectories scored per second for
 K = 1, 64 and 256 candidates per scene (perturbations of the logged future), log-replay traffic, human filter on.
-Reference figures for navsim's scorer (per core): ≈ 1.4 metric caches/s and ≈ 5 trajectories/s.
+Reference figures for navsim's scorer (per core): ≈ 1.4 metric caches/s and ≈ 5 trajectories/s. Then two of our
+own changes against what they replaced, in the same run: the comfort metrics' Savitzky-Golay filters as a cached
+matrix against `scipy.signal.savgol_filter` per call, and one plan per scene scored through the metric-cache store
+with the file read for every plan (each agent of an evaluation, before) against once per process (now).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_scoring.py --scenes 8
 """
@@ -94,6 +97,55 @@ def main() -> None:
         rate = args.repeats * k * len(caches) / (time.perf_counter() - start)
         label = f"trajectories / s (K = {k})"
         print(f"{label:<34} {rate:10.1f} {OFFICIAL_TRAJECTORIES_PER_S:10.2f} {rate / OFFICIAL_TRAJECTORIES_PER_S:8.1f}x")
+    comfort_filters(args.repeats)
+    store_reuse(caches, rng)
+
+
+def _ms(work, repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    return 1e3 * (time.perf_counter() - start) / repeats
+
+
+def comfort_filters(repeats: int) -> None:
+    """One comfort signal set's filters (K = 21 rollouts, 55 samples): scipy per call vs the cached operator."""
+    from scipy.signal import savgol_filter
+
+    from irlvla_env.scoring.metrics import savgol_operator
+
+    signals = np.random.default_rng(1).normal(size=(21, 55))
+    settings = [(8, 2, 0), (8, 2, 0), (8, 2, 0), (15, 2, 1), (15, 2, 1), (5, 2, 1), (5, 3, 2)]  # comfort_signals'
+    for window, poly, deriv in settings:
+        np.testing.assert_allclose(signals @ savgol_operator(55, window, poly, deriv, 0.1),
+                                   savgol_filter(signals, window, poly, deriv=deriv, delta=0.1, axis=-1), atol=1e-9)
+    scipy_ms = _ms(lambda: [savgol_filter(signals, w, p, deriv=d, delta=0.1, axis=-1) for w, p, d in settings],
+                   50 * repeats)
+    ours_ms = _ms(lambda: [signals @ savgol_operator(55, w, p, d, 0.1) for w, p, d in settings], 50 * repeats)
+    print(f"{'comfort filters [ms / set]':<34} {ours_ms:10.3f} {scipy_ms:10.3f} {scipy_ms / ours_ms:8.1f}x  (scipy)")
+
+
+def store_reuse(caches: list, rng: np.random.Generator) -> None:
+    """One plan per scene through `MetricCacheStore.get`: the file read every time vs once per process."""
+    from irlvla_env.scoring import metric_cache
+    from irlvla_env.scoring.epdms import score_trajectories
+
+    plans = [candidates(c.human_trajectory, 1, rng) for c in caches]
+    with tempfile.TemporaryDirectory() as folder:
+        store = metric_cache.MetricCacheStore(folder)
+        for cache in caches:
+            store.put(cache)
+
+        def score_all(cold: bool) -> None:
+            for cache, plan in zip(caches, plans):
+                if cold:
+                    metric_cache._load.cache_clear()
+                score_trajectories(store.get(cache.token), plan)
+
+        score_all(False)
+        cold_ms = _ms(lambda: score_all(True), 2) / len(caches)
+        warm_ms = _ms(lambda: score_all(False), 2) / len(caches)
+    print(f"{'one plan via the store [ms / scene]':<34} {warm_ms:10.1f} {cold_ms:10.1f} {cold_ms / warm_ms:8.1f}x  (read per plan)")
 
 
 if __name__ == "__main__":

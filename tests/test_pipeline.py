@@ -67,9 +67,13 @@ def test_other_rl_seeds_invalidate_the_rl_and_eval_stages(tmp_path):
 def test_parallel_jobs_return_results_in_order_and_raise_a_jobs_error():
     import math
 
-    from agents.pipeline import run_jobs
+    from agents.pipeline import JobPool, gather
 
-    assert run_jobs(math.pow, [(2, 3), (3, 2), (5, 1)], jobs=2) == [8.0, 9.0, 5.0]
-    assert run_jobs(math.pow, [(2, 3), (3, 2)], jobs=1) == [8.0, 9.0]
-    with pytest.raises(ValueError, match="math domain error"):
-        run_jobs(math.sqrt, [(4.0,), (-1.0,)], jobs=2)
+    for jobs in (2, 1):  # spawned processes, and in-process
+        with JobPool(jobs) as pool:
+            first = [pool.submit(math.pow, *call) for call in [(2, 3), (3, 2), (5, 1)]]
+            later = [pool.submit(math.sqrt, 4.0), pool.submit(math.sqrt, -1.0)]
+            assert gather(first) == [8.0, 9.0, 5.0]
+            with pytest.raises(ValueError, match="math domain error"):
+                gather(later)
+            assert later[0].result() == 2.0  # the other jobs still finish
