@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
@@ -130,14 +129,13 @@ def group_rows_by_token(tokens: Sequence[str]) -> dict[str, np.ndarray]:
 class EPDMSReward:
     """The rule-based EPDMS (the NAVSIM v2 scorer), as a `RewardModel`.
 
-    It needs privileged scene data (map, future boxes, traffic lights), read from metric caches by token. Caches
-    are kept in memory with an LRU; missing ones are built through `loader` (any object with
-    `get_scene_from_token`) and written to the store, so a second run starts warm.
+    It needs privileged scene data (map, future boxes, traffic lights), read from metric caches by token. The store
+    keeps the caches it read in memory for the whole process (`MetricCacheStore.get`); missing ones are built
+    through `loader` (any object with `get_scene_from_token`) and written to the store, so a second run starts warm.
 
     :param metric_cache_root: folder of a `MetricCacheStore`; default `exp_root()/metric_cache`.
     :param loader: optional scene loader used to build caches that are not on disk yet, or a split name
         (`"navtest"`) whose loader is made on the first missing cache.
-    :param cache_size: metric caches kept in memory.
     :param scorer_config: a `ScorerConfig`, default the navsim settings.
     """
 
@@ -147,7 +145,6 @@ class EPDMSReward:
         self,
         metric_cache_root: str | Path | None = None,
         loader: Any | str | None = None,
-        cache_size: int = 256,
         scorer_config: Any | None = None,
     ) -> None:
         from irlvla_env.paths import exp_root
@@ -156,34 +153,26 @@ class EPDMSReward:
         self.metric_cache_root = Path(metric_cache_root) if metric_cache_root else exp_root() / "metric_cache"
         self.store = MetricCacheStore(self.metric_cache_root)
         self.loader = loader
-        self.cache_size = int(cache_size)
         self.scorer_config = scorer_config
-        self._caches: OrderedDict[str, Any] = OrderedDict()
 
     def metric_cache(self, token: str) -> Any:
-        """The metric cache of `token`: memory, then disk, then built from the loader."""
-        if token in self._caches:
-            self._caches.move_to_end(token)
-            return self._caches[token]
+        """The metric cache of `token`: from the store (in memory after its first read), else built from the loader
+        and written to the store."""
         if token in self.store:
-            cache = self.store.get(token)
-        elif self.loader is not None:
-            from irlvla_env.scoring.metric_cache import build_metric_cache
-
-            if isinstance(self.loader, str):
-                from irlvla_env.navsim.loader import load_split
-
-                self.loader = load_split(self.loader)
-            cache = build_metric_cache(self.loader.get_scene_from_token(token))
-            self.store.put(cache)
-        else:
+            return self.store.get(token)
+        if self.loader is None:
             raise KeyError(
                 f"no metric cache for token {token!r} in {self.metric_cache_root}; pass loader=... to build it, "
                 "or run `irlvla score` on the split first"
             )
-        self._caches[token] = cache
-        if len(self._caches) > self.cache_size:
-            self._caches.popitem(last=False)
+        from irlvla_env.scoring.metric_cache import build_metric_cache
+
+        if isinstance(self.loader, str):
+            from irlvla_env.navsim.loader import load_split
+
+            self.loader = load_split(self.loader)
+        cache = build_metric_cache(self.loader.get_scene_from_token(token))
+        self.store.put(cache)
         return cache
 
     def score_scene(self, token: str, trajectories: np.ndarray, previous: Any | None = None) -> Any:

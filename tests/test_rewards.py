@@ -154,7 +154,7 @@ def test_epdms_reward_matches_the_scorer_and_builds_missing_caches(labelling_set
     from irlvla_env.scoring.metric_cache import build_metric_cache
 
     tokens = navtest_loader.tokens[:2]
-    reward = EPDMSReward(metric_cache_root=tmp_path / "caches", loader=navtest_loader, cache_size=1)
+    reward = EPDMSReward(metric_cache_root=tmp_path / "caches", loader=navtest_loader)
     rng = np.random.default_rng(0)
     futures = [navtest_loader.get_scene_from_token(t).get_future_trajectory(8).poses for t in tokens]
     trajectories = np.stack([futures[0], futures[1], futures[0] + rng.normal(0, 1.0, (8, 3)) * [1, 1, 0]])
