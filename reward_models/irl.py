@@ -39,8 +39,9 @@ class RWMLossConfig:
 
     :param irl_weight: maximum-entropy IRL term on the IRL reward head.
     :param supervised_weight: sub-score heads (CE, BCE, EP regression), scaled per head by `subscore_weights`.
-    :param map_weight: auxiliary BCE of the cost-volume maps against rasterised drivable area, red lights and
-        occupancy (`scene_targets.py`; training only, cost-volume head only).
+    :param map_weight: auxiliary BCE of the BEV maps (the cost-volume head's, or the attention head's with
+        `RWMConfig.map_head`) against rasterised drivable area, red lights and occupancy (`scene_targets.py`;
+        training only).
     :param epdms_weight: MSE of the composed EPDMS to the scorer's EPDMS.
     :param ranking_weight: listwise ranking of candidates by composed EPDMS.
     :param irl_temperature: T of the IRL softmax.

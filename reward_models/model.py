@@ -10,6 +10,9 @@ Shape of the computation, chosen so one scene serves K candidates cheaply:
   - `"attention"` (default): the camera and LiDAR CNNs give scene tokens; each of the 8 poses (i) reads the fine BEV
     features and the camera features where its footprint lands, (ii) cross-attends to the scene tokens; pooled with
     a whole-trajectory embedding into the trunk feature.
+    With `RWMConfig.map_head`, the fine BEV features are also decoded into maps (drivable area, red-light zones, and
+    the other road users' occupancy at each pose time), supervised by the metric caches in training only, and each
+    pose reads them at its footprint in its own time slice.
   - `"cost_volume"` (`cost_volume.py`): the scene is painted into BEV maps (static, and one set per pose time for
     what moves); a candidate only reads them bilinearly at its footprint and look-ahead points (and the camera where
     its footprint is seen), then a per-pose MLP, max/mean pooling over poses and a whole-trajectory kinematics MLP
@@ -46,7 +49,16 @@ from irlvla_env.rewards import (
     check_trajectories,
     group_rows_by_token,
 )
-from reward_models.cost_volume import FOOTPRINT, CostVolumeEncoder, CostVolumeScorer, footprint_points, lidar_input
+from reward_models.cost_volume import (
+    FOOTPRINT,
+    NUM_PROBES,
+    CostVolumeEncoder,
+    CostVolumeScorer,
+    footprint_points,
+    lidar_input,
+    probe_points,
+    read_maps,
+)
 from reward_models.projection import StripProjector
 
 CONFIG_NAME = "config.json"
@@ -81,6 +93,11 @@ class RWMConfig:
     :param bev_context_dilations: residual dilated 3x3 convolutions over the fine BEV features before a candidate
         samples them (attention head). Without them a footprint reads features that saw ~3 m around it, so it cannot
         tell that a car 10 m behind the spot will be there in 2 s; (1, 2, 4, 8) widens that to ~60 m.
+    :param map_head: (attention head, needs LiDAR) decode the fine BEV features into 2 static maps (drivable area,
+        red-light zones) and one occupancy map per pose time, on the fine grid (`lidar_bins / 2`, 2 m cells),
+        supervised by rasterised metric caches (`scene_targets.py`, `RWMLossConfig.map_weight`); each pose reads
+        them at its probe points. The candidate labels alone say only whether a plan collided, never where the
+        others will be; these targets say it, at the cell size a footprint can resolve.
     :param ensemble_size: M heads over the shared trunk.
     :param position_scale: metres that map to 1.0 in the trajectory encoding.
     :param camera_calibration: the rig (`projection.strip_calibration`); when given, the camera is also read where
@@ -112,6 +129,7 @@ class RWMConfig:
     head_width: int = 64
     attention_heads: int = 4
     bev_context_dilations: tuple[int, ...] = ()
+    map_head: bool = False
     ensemble_size: int = 4
     position_scale: float = 10.0
     camera_calibration: list | None = None
@@ -129,6 +147,8 @@ class RWMConfig:
             raise ValueError(f"RWMConfig.bev_context_dilations must be >= 1, got {self.bev_context_dilations}")
         if self.candidate_head not in CANDIDATE_HEADS:
             raise ValueError(f"RWMConfig.candidate_head must be one of {CANDIDATE_HEADS}, got {self.candidate_head!r}")
+        if self.map_head and (self.candidate_head != "attention" or not self.use_lidar):
+            raise ValueError("RWMConfig.map_head needs candidate_head='attention' and use_lidar (it decodes the BEV)")
         if self.reward_source not in ("epdms", "irl"):
             raise ValueError(f"RWMConfig.reward_source must be 'epdms' or 'irl', got {self.reward_source!r}")
         if not any((self.use_camera, self.use_lidar, self.use_ego_status, self.use_command)):
@@ -161,7 +181,8 @@ class SceneContext:
     :param keys, values: `(S, heads, N, width/heads)` attention keys and values of the scene tokens (attention head).
     :param bev: `(S, C, B/2, B/2)` fine BEV feature map sampled at the ego footprint, or None (attention head).
     :param camera_map: `(S, C, h, w)` camera features sampled where the footprint is seen, or None.
-    :param static_maps: `(S, C_s, G, G)` and `dynamic_maps` `(S, T, C_d, G/2, G/2)` BEV cost maps (cost-volume head).
+    :param static_maps: `(S, C_s, G, G)` and `dynamic_maps` `(S, T, C_d, g, g)` BEV map logits (cost-volume head:
+        g = G/2; attention head with `map_head`: C_s = 2, C_d = 1, g = G).
     """
 
     pooled: torch.Tensor
@@ -231,6 +252,9 @@ class RWMPrediction:
 
 BEV_FEATURES = 16
 CAMERA_FEATURES = 32
+# The map decoder's dilations on the fine grid (2 m cells): +-31 cells, how far a car at 15 m/s drives in 4 s.
+MAP_DILATIONS = (1, 2, 4, 8, 16)
+STATIC_TARGETS = 2  # drivable area, red-light zones (scene_targets.STATIC_TARGETS)
 
 
 def _conv_stack(channels: Sequence[int]) -> nn.Sequential:
@@ -336,11 +360,16 @@ class RewardWorldModel(nn.Module):
             nn.Linear(config.num_poses * pose_features, config.trunk_width), nn.GELU(), nn.Linear(config.trunk_width, w)
         )
         self.footprint_encoder = nn.Linear(len(FOOTPRINT) * BEV_FEATURES, w) if config.use_lidar else None
+        if config.map_head:
+            self.map_decoder = nn.Sequential(*(_DilatedResidual(BEV_FEATURES, d) for d in MAP_DILATIONS),
+                                             nn.Conv2d(BEV_FEATURES, STATIC_TARGETS + config.num_poses, 1))
+            self.map_encoder = nn.Linear(NUM_PROBES * (STATIC_TARGETS + 1), w)
         self.projector = None
         if config.use_camera and config.camera_calibration:
             self.projector = StripProjector(config.camera_calibration, config.camera_shape)
             self.ground_encoder = nn.Linear(len(FOOTPRINT) * (CAMERA_FEATURES + 1), w)
         pose_in = 2 * w + (w if config.use_lidar else 0) + (w if self.projector is not None else 0)
+        pose_in += w if config.map_head else 0
         self.pose_mixer = nn.Sequential(nn.Linear(pose_in, w), nn.GELU())
         trunk_in = 2 * w + w + w  # pooled poses (mean, max), trajectory embedding, scene summary
         self.trunk = nn.Sequential(
@@ -350,7 +379,7 @@ class RewardWorldModel(nn.Module):
     def _encode_attention(self, observations: dict[str, torch.Tensor]) -> SceneContext:
         cfg = self.config
         tokens: list[torch.Tensor] = []
-        bev = camera_map = None
+        bev = camera_map = static = dynamic = None
         if cfg.use_camera:
             image = observations["camera"].permute(0, 3, 1, 2).float() / 255.0 - 0.5
             early = self.camera_early(self.camera_pool(image))
@@ -361,6 +390,9 @@ class RewardWorldModel(nn.Module):
         if cfg.use_lidar:
             bev = self.bev_context(self.lidar_fine(lidar_input(observations, cfg)))  # (S, C, B/2, B/2)
             coarse = self.lidar_coarse(bev)  # (S, w, B/8, B/8)
+            if cfg.map_head:
+                maps = self.map_decoder(bev)  # (S, 2 + T, B/2, B/2)
+                static, dynamic = maps[:, :STATIC_TARGETS], maps[:, STATIC_TARGETS:, None]
             tokens.append(self.lidar_pool(coarse).flatten(2).transpose(1, 2) + self.lidar_position)
         if cfg.use_ego_status:
             ego = torch.asinh(observations["ego_status"].float().flatten(1))
@@ -371,7 +403,7 @@ class RewardWorldModel(nn.Module):
         keys, values = self.key_value(scene).chunk(2, dim=-1)
         heads = cfg.attention_heads
         split = lambda x: x.unflatten(-1, (heads, -1)).transpose(1, 2)  # (S, heads, N, w/heads)
-        return SceneContext(self.scene_summary(scene.mean(1)), split(keys), split(values), bev, camera_map)
+        return SceneContext(self.scene_summary(scene.mean(1)), split(keys), split(values), bev, camera_map, static, dynamic)
 
     def _pose_features(self, trajectories: torch.Tensor) -> torch.Tensor:
         """`(S, K, P, 3)` local poses -> `(S, K, P, 8)` scale-free features."""
@@ -403,6 +435,10 @@ class RewardWorldModel(nn.Module):
             sampled = F.grid_sample(ctx.bev, grid, align_corners=False, padding_mode="zeros")  # (S, C, K*P*F, 1)
             sampled = sampled.squeeze(-1).transpose(1, 2).reshape(s, k, p, -1)
             parts.append(self.footprint_encoder(sampled))
+        if ctx.static_maps is not None:  # probabilities, so a read between cells is a blend of occupancies
+            read = read_maps(ctx.static_maps.sigmoid(), ctx.dynamic_maps.sigmoid(), probe_points(trajectories),
+                             cfg.bev_range_m)  # (S, K, P, probes, 3)
+            parts.append(self.map_encoder(read.flatten(-2)))
         if ctx.camera_map is not None and self.projector is not None:
             grid, visible = self.projector(footprint_points(trajectories))  # (S, K, P, F, 2), (S, K, P, F)
             seen = F.grid_sample(ctx.camera_map, grid.reshape(s, -1, 1, 2), align_corners=False, padding_mode="zeros")

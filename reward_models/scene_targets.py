@@ -4,8 +4,9 @@ The candidate labels say only *whether* a trajectory collided or left the road, 
 road users are, so the cost maps must discover both from 72 yes/no answers per scene. These targets say it directly:
 
 - `static (N, 2, G, G)`: drivable area and active red-light zones at the fine grid (`G = lidar_bins / 2`);
-- `dynamic (N, T, g, g)`: occupancy of other road users and objects at each pose time (0.5 s … 4 s) at the mid grid
-  (`g = G / 2`), a cell counting as occupied when a box covers any part of it.
+- `dynamic (N, T, g, g)`: occupancy of other road users and objects at each pose time (0.5 s … 4 s), a cell counting
+  as occupied when a box covers any part of it; on the grid the model's dynamic maps live on (`g = G / 2` for the
+  cost-volume head, `g = G` for the attention head's map decoder).
 
 They come from the same metric caches the labels came from (never from anything the model reads at inference) and
 are supervised on the first static/dynamic map channels only (`irl.map_loss`); the remaining channels stay free.
@@ -59,8 +60,8 @@ def _to_global(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return pose[:2] + rotate_vectors(points, pose[2])
 
 
-def rasterise(cache, grid: int, range_m: float, num_poses: int) -> tuple[np.ndarray, np.ndarray]:
-    """The `(2, G, G)` static and `(T, G/2, G/2)` dynamic targets of one `MetricCache`."""
+def rasterise(cache, grid: int, range_m: float, num_poses: int, dynamic_grid: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The `(2, G, G)` static and `(T, g, g)` dynamic targets of one `MetricCache` (`g = dynamic_grid`, default G/2)."""
     from irlvla_env.scoring.drivable_map import DRIVABLE_LAYERS
 
     pose = np.asarray(cache.ego_state[:3], dtype=np.float64)
@@ -72,7 +73,8 @@ def rasterise(cache, grid: int, range_m: float, num_poses: int) -> tuple[np.ndar
     for polygon in np.asarray(observation.red_light_polygons)[active]:
         static[1] |= shapely.contains_xy(polygon, fine[:, 0], fine[:, 1]).astype(np.uint8)
 
-    mid_grid, cell = grid // 2, 2 * range_m / (grid // 2)
+    mid_grid = dynamic_grid or grid // 2
+    cell = 2 * range_m / mid_grid
     coarse = _to_global(cell_centres(mid_grid, range_m), pose).reshape(-1, 2)
     dynamic = np.zeros((num_poses, mid_grid * mid_grid), np.uint8)
     for t in range(num_poses):
@@ -89,20 +91,23 @@ def rasterise(cache, grid: int, range_m: float, num_poses: int) -> tuple[np.ndar
     return static.reshape(2, grid, grid), dynamic.reshape(num_poses, mid_grid, mid_grid)
 
 
-def targets_path(labels_dir: str | Path, grid: int, range_m: float) -> Path:
-    return Path(labels_dir) / f"scene_targets-v{VERSION}-g{grid}-r{range_m:g}.npz"
+def targets_path(labels_dir: str | Path, grid: int, range_m: float, dynamic_grid: int | None = None) -> Path:
+    dynamic = dynamic_grid or grid // 2
+    suffix = "" if dynamic == grid // 2 else f"-d{dynamic}"  # the cost-volume grid keeps its files' earlier name
+    return Path(labels_dir) / f"scene_targets-v{VERSION}-g{grid}{suffix}-r{range_m:g}.npz"
 
 
 def ensure_scene_targets(
     labels_dir: str | Path, tokens: Sequence[str], metric_cache_root: str | Path, grid: int, range_m: float,
-    num_poses: int = 8, progress: bool = True,
+    num_poses: int = 8, progress: bool = True, dynamic_grid: int | None = None,
 ) -> SceneTargets:
     """The targets of `tokens`, loaded from `labels_dir` and completed from the metric caches (then saved)."""
     from irlvla_env.scoring.metric_cache import MetricCacheStore
 
-    path = targets_path(labels_dir, grid, range_m)
+    dynamic_grid = dynamic_grid or grid // 2
+    path = targets_path(labels_dir, grid, range_m, dynamic_grid)
     have = SceneTargets(np.zeros(0, str), np.zeros((0, 2, grid, grid), np.uint8),
-                        np.zeros((0, num_poses, grid // 2, grid // 2), np.uint8))
+                        np.zeros((0, num_poses, dynamic_grid, dynamic_grid), np.uint8))
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
             have = SceneTargets(data["tokens"], data["static"], data["dynamic"])
@@ -113,7 +118,7 @@ def ensure_scene_targets(
         missing = [t for t in todo if t not in store]
         if missing:
             raise FileNotFoundError(f"no metric cache under {metric_cache_root} for tokens {missing[:5]} (label first)")
-        built = [rasterise(store.get(t), grid, range_m, num_poses)
+        built = [rasterise(store.get(t), grid, range_m, num_poses, dynamic_grid)
                  for t in tqdm(todo, desc="scene targets", unit="scene", disable=not progress)]
         have = SceneTargets(np.concatenate([have.tokens, np.asarray(todo, dtype=str)]),
                             np.concatenate([have.static, np.stack([b[0] for b in built])]),

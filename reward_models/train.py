@@ -220,13 +220,15 @@ def map_targets(config: RWMTrainConfig, model_config: RWMConfig, train: Labelled
                 progress: bool) -> SceneTargets | None:
     """Auxiliary map targets of the training scenes (rows aligned with `train`), or None when the loss has no map
     term or the model no maps."""
-    if config.loss.map_weight <= 0 or model_config.candidate_head != "cost_volume":
+    cost_volume = model_config.candidate_head == "cost_volume"
+    if config.loss.map_weight <= 0 or not (cost_volume or model_config.map_head):
         return None
     if not (model_config.use_lidar or model_config.use_camera):
         return None
+    grid = model_config.lidar_bins // 2
     return ensure_scene_targets(config.resolved_labels_dir(), train.tokens, config.labelling.resolved_metric_cache_root(),
-                                grid=model_config.lidar_bins // 2, range_m=model_config.bev_range_m,
-                                num_poses=model_config.num_poses, progress=progress)
+                                grid=grid, range_m=model_config.bev_range_m, num_poses=model_config.num_poses,
+                                progress=progress, dynamic_grid=grid // 2 if cost_volume else grid)
 
 
 def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progress: bool = True) -> Path:

@@ -1,5 +1,6 @@
-"""The cost-volume RWM: map reads land where the geometry says, each pose reads its own time slice, the training-only
-map targets are rasterised in the ego frame and cached, and training actually supervises the maps with them."""
+"""The RWM's BEV maps (the cost-volume head's, and the attention head's map decoder): map reads land where the
+geometry says, each pose reads its own time slice, the training-only map targets are rasterised in the ego frame and
+cached, and training actually supervises the maps with them."""
 
 from __future__ import annotations
 
@@ -78,6 +79,10 @@ def test_rasterised_targets_are_in_the_ego_frame():
     near_box = (np.abs(mid[..., 0] - 10) <= 2 + 2) & (np.abs(mid[..., 1]) <= 1 + 2)
     np.testing.assert_array_equal(dynamic[0], near_box.astype(np.uint8))
     assert near_box.sum() > 0 and (dynamic == dynamic[:1]).all()  # the box does not move
+    _, fine = rasterise(_fake_cache(), grid=16, range_m=16.0, num_poses=8, dynamic_grid=16)  # the map head's 2 m cells
+    near_fine = (np.abs(centres[..., 0] - 10) <= 2 + 1) & (np.abs(centres[..., 1]) <= 1 + 1)
+    assert fine.shape == (8, 16, 16)
+    np.testing.assert_array_equal(fine[0], near_fine.astype(np.uint8))
 
 
 def test_scene_targets_are_cached_and_completed_on_demand(tmp_path, monkeypatch):
@@ -107,18 +112,20 @@ def test_scene_targets_are_cached_and_completed_on_demand(tmp_path, monkeypatch)
         again.rows(["zzz"])
 
 
-def test_training_supervises_the_maps_with_the_scene_targets(tmp_path, monkeypatch):
+@pytest.mark.parametrize("heads", [{"candidate_head": "cost_volume"}, {"map_head": True}])
+def test_training_supervises_the_maps_with_the_scene_targets(heads, tmp_path, monkeypatch):
     monkeypatch.setenv("NAVSIM_EXP_ROOT", str(tmp_path / "exp"))
     data = tiny_scenes(8)
-    model_config = RWMConfig(**TINY, candidate_head="cost_volume")
+    model_config = RWMConfig(**TINY, **heads)
     grid = model_config.lidar_bins // 2
+    dynamic_grid = grid if model_config.map_head else grid // 2  # the attention head's maps are all on the fine grid
     labels_dir = tmp_path / "labels"
     labels_dir.mkdir()
     # every cell drivable, nothing ever occupied: what the first map channels must learn
-    scene_targets.save_npz_atomic(targets_path(labels_dir, grid, model_config.bev_range_m), {
+    scene_targets.save_npz_atomic(targets_path(labels_dir, grid, model_config.bev_range_m, dynamic_grid), {
         "tokens": data.tokens.astype(str),
         "static": np.stack([np.ones((grid, grid)), np.zeros((grid, grid))])[None].repeat(len(data), 0).astype(np.uint8),
-        "dynamic": np.zeros((len(data), 8, grid // 2, grid // 2), np.uint8),
+        "dynamic": np.zeros((len(data), 8, dynamic_grid, dynamic_grid), np.uint8),
     })
     config = RWMTrainConfig(model=model_config, epochs=15, batch_scenes=4, candidates_per_step=8, lr=1e-2,
                             val_fraction=0.0, num_threads=1, labels_dir=str(labels_dir),
@@ -131,19 +138,22 @@ def test_training_supervises_the_maps_with_the_scene_targets(tmp_path, monkeypat
     assert float(ctx.dynamic_maps[:, :, 0].sigmoid().mean()) < 0.1
 
 
-@pytest.mark.parametrize("head", ["cost_volume", "attention"])
-def test_both_candidate_heads_score_and_round_trip(head, tmp_path):
+@pytest.mark.parametrize("heads", [{"candidate_head": "cost_volume"}, {"candidate_head": "attention"},
+                                   {"candidate_head": "attention", "map_head": True}])
+def test_both_candidate_heads_score_and_round_trip(heads, tmp_path):
     from reward_models.model import RWMRewardModel
 
     from tests.test_rwm import flat_batch, forward_camera
 
     torch.manual_seed(0)
-    model = RewardWorldModel(RWMConfig(**{**TINY, "candidate_head": head, "camera_calibration": [forward_camera()]}))
+    model = RewardWorldModel(RWMConfig(**{**TINY, **heads, "camera_calibration": [forward_camera()]}))
     data = tiny_scenes(2)
     batch = flat_batch(data)
     before = RWMRewardModel(model).predict(*batch)
-    after = RWMRewardModel.from_pretrained(model.save_pretrained(tmp_path / head)).predict(*batch)
+    after = RWMRewardModel.from_pretrained(model.save_pretrained(tmp_path / "model")).predict(*batch)
     assert np.isfinite(before.epdms).all() and before.epdms.std() > 0
     np.testing.assert_allclose(before.epdms, after.epdms, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="candidate_head"):
         RWMConfig(candidate_head="mlp")
+    with pytest.raises(ValueError, match="map_head"):
+        RWMConfig(candidate_head="cost_volume", map_head=True)
