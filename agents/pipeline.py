@@ -264,7 +264,10 @@ def stage_rwm(config: PipelineConfig, data_root: str, folder: Path, vla_checkpoi
     rule = EPDMSReward(metric_cache_root=eval_labelling.resolved_metric_cache_root())
     report = evaluate_rwm(RWMRewardModel.from_pretrained(best, name="rwm"), LabelledScenes.load(eval_dir),
                           folder / "rwm_eval", rule_based=rule)
-    return {"checkpoint": str(best), "metrics": report["metrics"]}
+    # navtest drives on a map navtrain never shows: the held-out navtrain scenes that picked the epoch tell the
+    # in-domain fidelity apart from what the new map costs
+    validation = json.loads((Path(best) / "config.json").read_text()).get("validation", {})
+    return {"checkpoint": str(best), "metrics": report["metrics"], "validation": validation}
 
 
 def expected_rl_runs(config: PipelineConfig) -> dict[str, list[dict[str, str]]]:
@@ -447,6 +450,11 @@ def write_report(folder: Path, config: PipelineConfig, rows: dict[str, dict[str,
                                    f"{100 * (table[key][SCORE] - table['vla_il'][SCORE]):+.2f} points")
     fidelity = rwm.get("metrics", {})
     fidelity_lines = [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in sorted(fidelity.items())]
+    held_out = {k: v for k, v in rwm.get("validation", {}).items() if k in ("pearson", "spearman", "epdms_rwm_pick",
+                                                                           "gap_to_best")}
+    if held_out:
+        fidelity_lines += ["", "Held-out navtrain scenes (the training maps; they pick the best epoch): "
+                           + ", ".join(f"{k} {v:.3f}" for k, v in sorted(held_out.items())) + "."]
     time_lines = [f"| {stage} | {s:.1f} |" for stage, s in seconds.items()]
     text = "\n".join(
         [f"# IRL-VLA pipeline report ({config.name})", "", "Rule-based EPDMS and sub-scores (×100) on synthetic "

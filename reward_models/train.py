@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from irlvla_env.paths import exp_root
+from reward_models.augment import mirror_grids, mirror_observations, mirror_trajectories
 from reward_models.candidates import ensure_vocabulary
 from reward_models.evaluate import fidelity_metrics
 from reward_models.irl import RWMLossConfig, map_loss, rwm_loss
@@ -56,6 +57,8 @@ class RWMTrainConfig:
     :param epochs, batch_scenes, lr, weight_decay, grad_clip: optimisation.
     :param candidates_per_step: candidates per scene in a training step (the demonstration is always kept).
     :param val_fraction: scenes held out to pick the best epoch.
+    :param mirror_probability: chance that a training scene is mirrored left-right with its candidates (and map
+        targets) in a step (`augment.py`); 0 (default) never mirrors.
     :param num_threads: torch CPU threads.
     """
 
@@ -71,12 +74,17 @@ class RWMTrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     val_fraction: float = 0.1
+    mirror_probability: float = 0.0
     seed: int = 0
     num_threads: int = 2
     device: str = "cpu"
     model: RWMConfig = field(default_factory=RWMConfig)
     loss: RWMLossConfig = field(default_factory=RWMLossConfig)
     labelling: LabellingConfig = field(default_factory=LabellingConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mirror_probability <= 1.0:
+            raise ValueError(f"RWMTrainConfig.mirror_probability must be in [0, 1], got {self.mirror_probability}")
 
     @classmethod
     def for_variant(cls, variant: str, **overrides: Any) -> "RWMTrainConfig":
@@ -296,11 +304,17 @@ def train_rwm(config: RWMTrainConfig, data: LabelledScenes | None = None, progre
                 scenes = order[b * config.batch_scenes : (b + 1) * config.batch_scenes]
                 picks = candidate_subset(len(scenes), train.num_candidates, config.candidates_per_step, rng)
                 obs, trajectories, labels, epdms = batch_tensors(train, scenes, picks, model_config, config.device)
+                mirrored = None
+                if config.mirror_probability > 0:
+                    mirrored = torch.as_tensor(rng.random(len(scenes)) < config.mirror_probability, device=config.device)
+                    obs, trajectories = mirror_observations(obs, mirrored), mirror_trajectories(trajectories, mirrored)
                 ctx = model.encode_scene(obs)
                 loss, parts = rwm_loss(model.score(ctx, trajectories), labels, epdms, config.loss, generator=generator)
                 if targets is not None:
-                    aux = map_loss(ctx.static_maps, ctx.dynamic_maps, *(torch.as_tensor(a[scenes], device=config.device)
-                                                                         for a in (targets.static, targets.dynamic)))
+                    maps = [torch.as_tensor(a[scenes], device=config.device) for a in (targets.static, targets.dynamic)]
+                    if mirrored is not None:
+                        maps = [mirror_grids(m, mirrored) for m in maps]
+                    aux = map_loss(ctx.static_maps, ctx.dynamic_maps, *maps)
                     loss = loss + config.loss.map_weight * aux
                     parts["maps"] = float(aux.detach())
                 optimizer.zero_grad(set_to_none=True)

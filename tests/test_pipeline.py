@@ -37,6 +37,9 @@ def test_pipeline_writes_the_report(pipeline_run):
     assert (report / "rwm_vs_epdms.png").stat().st_size > 1000
     stages = json.loads((config.folder() / "stages.json").read_text())
     assert set(STAGES) - {"report"} <= set(stages)
+    held_out = stages["rwm"]["result"]["validation"]  # the in-domain fidelity, next to navtest's
+    assert {"pearson", "epdms_rwm_pick", "gap_to_best"} <= set(held_out)
+    assert "Held-out navtrain scenes (the training maps" in text
 
 
 def test_pipeline_resumes_without_redoing_stages(pipeline_run, capsys):
