@@ -97,7 +97,10 @@ class RWMConfig:
         red-light zones) and one occupancy map per pose time, on the fine grid (`lidar_bins / 2`, 2 m cells),
         supervised by rasterised metric caches (`scene_targets.py`, `RWMLossConfig.map_weight`); each pose reads
         them at its probe points. The candidate labels alone say only whether a plan collided, never where the
-        others will be; these targets say it, at the cell size a footprint can resolve.
+        others will be; these targets say it, at the cell size a footprint can resolve. Measured once with the
+        pipeline's labels: navtest Pearson 0.807 / NC AUROC 0.884 against 0.803 / 0.876 without it (held-out
+        navtrain 0.877 against 0.859) at 1.5x the time of a training step (66 vs 45 ms, 16 scenes x 32
+        candidates, 2 threads); opt-in.
     :param ensemble_size: M heads over the shared trunk.
     :param position_scale: metres that map to 1.0 in the trajectory encoding.
     :param camera_calibration: the rig (`projection.strip_calibration`); when given, the camera is also read where
