@@ -279,5 +279,7 @@ for _name, _attr in (
     ("rwm-supervised-only", "rwm_supervised_only"),
     ("rwm-no-camera", "rwm_no_camera"),
     ("rwm-no-lidar", "rwm_no_lidar"),
+    ("rwm-map-head", "rwm_map_head"),
+    ("rwm-mirror", "rwm_mirror"),
 ):
     register_reward_model(_name, f"reward_models.registry:{_attr}")

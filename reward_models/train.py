@@ -32,7 +32,7 @@ from reward_models.labelling import LabelledScenes, LabellingConfig, label_split
 from reward_models.model import RewardWorldModel, RWMConfig, RWMPrediction, observation_shapes, observations_to_tensors
 from reward_models.scene_targets import SceneTargets, ensure_scene_targets
 
-# Ablation variants: overrides of the default config, applied by name.
+# Ablation variants: overrides of the default config (its `model`, `loss`, and top-level `train` fields), by name.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "rwm": {},
     "rwm-irl-only": {
@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "rwm-supervised-only": {"loss": {"irl_weight": 0.0}},
     "rwm-no-camera": {"model": {"use_camera": False}},
     "rwm-no-lidar": {"model": {"use_lidar": False}},
+    "rwm-map-head": {"model": {"map_head": True}},
+    "rwm-mirror": {"train": {"mirror_probability": 0.5}},
 }
 
 
@@ -95,7 +97,7 @@ class RWMTrainConfig:
         parts = VARIANTS[variant]
         config.model = replace(config.model, **parts.get("model", {}))
         config.loss = replace(config.loss, **parts.get("loss", {}))
-        return replace(config, **overrides)
+        return replace(config, **{**parts.get("train", {}), **overrides})
 
     @property
     def variant_dir(self) -> Path:

@@ -321,7 +321,8 @@ def test_training_lowers_the_loss_ranks_the_demo_first_and_publishes_latest(exp_
 
 
 def test_registry_resolves_every_name(exp_root, tmp_path):
-    for variant in ("rwm", "rwm-irl-only", "rwm-supervised-only", "rwm-no-camera", "rwm-no-lidar"):
+    for variant in ("rwm", "rwm-irl-only", "rwm-supervised-only", "rwm-no-camera", "rwm-no-lidar", "rwm-map-head",
+                    "rwm-mirror"):
         with pytest.raises(FileNotFoundError, match="irlvla train rwm"):
             make_reward_model(variant)
         tiny_model().save_pretrained(exp_root / variant / "latest")
@@ -387,6 +388,10 @@ def test_command_line_has_train_rwm_and_eval_rwm():
     assert evaluate.split == "navtest" and evaluate.reward_model == "rwm-irl-only"
     with pytest.raises(ValueError, match="unknown RWM variant"):
         RWMTrainConfig.for_variant("rwm-nonsense")
+    assert RWMTrainConfig.for_variant("rwm-map-head").model.map_head
+    assert RWMTrainConfig.for_variant("rwm-mirror").mirror_probability == 0.5
+    assert RWMTrainConfig.for_variant("rwm-mirror", mirror_probability=0.25).mirror_probability == 0.25  # overrides win
+    assert RWMTrainConfig.for_variant("rwm").mirror_probability == 0.0 and not RWMTrainConfig().model.map_head
 
 
 def forward_camera(columns=(0.0, 32.0)) -> dict:
