@@ -178,7 +178,8 @@ class StageLog:
         os.replace(tmp, self.path)
 
     def seconds(self) -> dict[str, float]:
-        return {stage: entry["seconds"] for stage, entry in self.data.items()}
+        """Wall time per stage in pipeline order (a stage redone after `forget` is recorded last)."""
+        return {stage: self.data[stage]["seconds"] for stage in STAGES if stage in self.data}
 
 
 def run_stage(log: StageLog, stage: str, work: Callable[[], Any]) -> Any:

@@ -65,6 +65,9 @@ def test_other_rl_seeds_invalidate_the_rl_and_eval_stages(tmp_path):
     log.forget("rl", "eval")
     again = StageLog(tmp_path)  # what a resumed pipeline reads back
     assert again.done("il") and not again.done("rl") and not again.done("eval")
+    again.record("eval", {}, 3.0)
+    again.record("rl", recorded, 2.0)  # redone out of order: the report still lists the stages in pipeline order
+    assert list(again.seconds()) == ["il", "rl", "eval"] and again.seconds()["rl"] == 2.0
 
 
 def test_parallel_jobs_return_results_in_order_and_raise_a_jobs_error():
