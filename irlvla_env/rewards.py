@@ -281,5 +281,6 @@ for _name, _attr in (
     ("rwm-no-lidar", "rwm_no_lidar"),
     ("rwm-map-head", "rwm_map_head"),
     ("rwm-mirror", "rwm_mirror"),
+    ("rwm-large", "rwm_large"),
 ):
     register_reward_model(_name, f"reward_models.registry:{_attr}")

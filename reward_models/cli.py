@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction, groups: dict) -> None:
     rwm = train.add_parser("rwm", help="label candidates with the rule-based scorer, then train the Reward World Model")
     _common(rwm, "navtrain")
     rwm.add_argument("--variant", default="rwm", help="rwm or an ablation: rwm-irl-only, rwm-supervised-only, "
-                     "rwm-no-camera, rwm-no-lidar, rwm-map-head, rwm-mirror")
+                     "rwm-no-camera, rwm-no-lidar, rwm-map-head, rwm-mirror, rwm-large")
     rwm.add_argument("--run-name", default="default", help="run folder; an existing one resumes")
     rwm.add_argument("--epochs", type=int, help="training epochs")
     rwm.add_argument("--batch-scenes", type=int, help="scenes per batch")

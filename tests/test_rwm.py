@@ -322,7 +322,7 @@ def test_training_lowers_the_loss_ranks_the_demo_first_and_publishes_latest(exp_
 
 def test_registry_resolves_every_name(exp_root, tmp_path):
     for variant in ("rwm", "rwm-irl-only", "rwm-supervised-only", "rwm-no-camera", "rwm-no-lidar", "rwm-map-head",
-                    "rwm-mirror"):
+                    "rwm-mirror", "rwm-large"):
         with pytest.raises(FileNotFoundError, match="irlvla train rwm"):
             make_reward_model(variant)
         tiny_model().save_pretrained(exp_root / variant / "latest")
@@ -390,6 +390,8 @@ def test_command_line_has_train_rwm_and_eval_rwm():
         RWMTrainConfig.for_variant("rwm-nonsense")
     assert RWMTrainConfig.for_variant("rwm-map-head").model.map_head
     assert RWMTrainConfig.for_variant("rwm-mirror").mirror_probability == 0.5
+    large = RWMTrainConfig.for_variant("rwm-large")
+    assert large.model.map_head and large.model.width == 128 and large.mirror_probability == 0.5
     assert RWMTrainConfig.for_variant("rwm-mirror", mirror_probability=0.25).mirror_probability == 0.25  # overrides win
     assert RWMTrainConfig.for_variant("rwm").mirror_probability == 0.0 and not RWMTrainConfig().model.map_head
 
