@@ -83,3 +83,12 @@ def test_parallel_jobs_return_results_in_order_and_raise_a_jobs_error():
             with pytest.raises(ValueError, match="math domain error"):
                 gather(later)
             assert later[0].result() == 2.0  # the other jobs still finish
+
+
+def test_the_rwm_variant_is_one_argument():
+    from irlvla_env.cli import build_parser
+
+    args = build_parser().parse_args(["pipeline", "--preset", "toy", "--rwm-variant", "rwm-large"])
+    assert args.rwm_variant == "rwm-large"
+    assert PipelineConfig.preset("toy", rwm_variant=args.rwm_variant).rwm_variant == "rwm-large"
+    assert PipelineConfig.preset("default").rwm_variant == "rwm"
