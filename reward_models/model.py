@@ -430,8 +430,10 @@ class RewardWorldModel(nn.Module):
         attended = F.scaled_dot_product_attention(query, ctx.keys, ctx.values)  # (S, heads, K*P, w/heads)
         attended = self.attention_out(attended.transpose(1, 2).reshape(s, k, p, cfg.width))
         parts = [poses, attended]
+        # the footprint points are the probes' first F points: one computation serves every read below
+        probes = probe_points(trajectories) if ctx.static_maps is not None else None  # (S, K, P, F + 2, 2)
+        points = probes[..., : len(FOOTPRINT), :] if probes is not None else footprint_points(trajectories)
         if ctx.bev is not None:
-            points = footprint_points(trajectories)  # (S, K, P, F, 2)
             # BEV layout (irlvla_env.observations.lidar_bev): row 0 is x = +range (ahead), column 0 is y = +range
             # (left). grid_sample's first coordinate runs over columns, the second over rows, both from -1 to 1.
             grid = (-points[..., [1, 0]] / cfg.bev_range_m).reshape(s, -1, 1, 2)
@@ -439,11 +441,11 @@ class RewardWorldModel(nn.Module):
             sampled = sampled.squeeze(-1).transpose(1, 2).reshape(s, k, p, -1)
             parts.append(self.footprint_encoder(sampled))
         if ctx.static_maps is not None:  # probabilities, so a read between cells is a blend of occupancies
-            read = read_maps(ctx.static_maps.sigmoid(), ctx.dynamic_maps.sigmoid(), probe_points(trajectories),
+            read = read_maps(ctx.static_maps.sigmoid(), ctx.dynamic_maps.sigmoid(), probes,
                              cfg.bev_range_m)  # (S, K, P, probes, 3)
             parts.append(self.map_encoder(read.flatten(-2)))
         if ctx.camera_map is not None and self.projector is not None:
-            grid, visible = self.projector(footprint_points(trajectories))  # (S, K, P, F, 2), (S, K, P, F)
+            grid, visible = self.projector(points)  # (S, K, P, F, 2), (S, K, P, F)
             seen = F.grid_sample(ctx.camera_map, grid.reshape(s, -1, 1, 2), align_corners=False, padding_mode="zeros")
             seen = seen.squeeze(-1).transpose(1, 2).reshape(s, k, p, len(FOOTPRINT), -1)
             parts.append(self.ground_encoder(torch.cat([seen, visible[..., None].float()], -1).flatten(-2)))

@@ -60,6 +60,11 @@ def _to_global(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return pose[:2] + rotate_vectors(points, pose[2])
 
 
+def default_dynamic_grid(grid: int, dynamic_grid: int | None) -> int:
+    """`dynamic_grid`, or the cost-volume head's mid grid `G / 2` when None."""
+    return dynamic_grid or grid // 2
+
+
 def rasterise(cache, grid: int, range_m: float, num_poses: int, dynamic_grid: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The `(2, G, G)` static and `(T, g, g)` dynamic targets of one `MetricCache` (`g = dynamic_grid`, default G/2)."""
     from irlvla_env.scoring.drivable_map import DRIVABLE_LAYERS
@@ -73,7 +78,7 @@ def rasterise(cache, grid: int, range_m: float, num_poses: int, dynamic_grid: in
     for polygon in np.asarray(observation.red_light_polygons)[active]:
         static[1] |= shapely.contains_xy(polygon, fine[:, 0], fine[:, 1]).astype(np.uint8)
 
-    mid_grid = dynamic_grid or grid // 2
+    mid_grid = default_dynamic_grid(grid, dynamic_grid)
     cell = 2 * range_m / mid_grid
     coarse = _to_global(cell_centres(mid_grid, range_m), pose).reshape(-1, 2)
     dynamic = np.zeros((num_poses, mid_grid * mid_grid), np.uint8)
@@ -92,7 +97,7 @@ def rasterise(cache, grid: int, range_m: float, num_poses: int, dynamic_grid: in
 
 
 def targets_path(labels_dir: str | Path, grid: int, range_m: float, dynamic_grid: int | None = None) -> Path:
-    dynamic = dynamic_grid or grid // 2
+    dynamic = default_dynamic_grid(grid, dynamic_grid)
     suffix = "" if dynamic == grid // 2 else f"-d{dynamic}"  # the cost-volume grid keeps its files' earlier name
     return Path(labels_dir) / f"scene_targets-v{VERSION}-g{grid}{suffix}-r{range_m:g}.npz"
 
@@ -104,7 +109,7 @@ def ensure_scene_targets(
     """The targets of `tokens`, loaded from `labels_dir` and completed from the metric caches (then saved)."""
     from irlvla_env.scoring.metric_cache import MetricCacheStore
 
-    dynamic_grid = dynamic_grid or grid // 2
+    dynamic_grid = default_dynamic_grid(grid, dynamic_grid)
     path = targets_path(labels_dir, grid, range_m, dynamic_grid)
     have = SceneTargets(np.zeros(0, str), np.zeros((0, 2, grid, grid), np.uint8),
                         np.zeros((0, num_poses, dynamic_grid, dynamic_grid), np.uint8))
